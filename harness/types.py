@@ -1,0 +1,70 @@
+"""Frozen dataclasses that cross module boundaries (never bare dicts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What one command run in a sandbox produced."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    truncated: bool = False  # stdout or stderr was middle-truncated to the cap
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr, the way a terminal would roughly show them."""
+        if self.stdout and self.stderr:
+            sep = "" if self.stdout.endswith("\n") else "\n"
+            return f"{self.stdout}{sep}{self.stderr}"
+        return self.stdout or self.stderr
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """Outcome of applying a unified diff; on failure the sandbox is unchanged."""
+
+    applied: bool
+    method: str = ""  # "git-apply", "patch-fuzz", or "" when nothing applied
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One issue to solve: the text, the repository, the base commit, the environment."""
+
+    task_id: str
+    issue: str
+    repo: str  # host path of a git repository
+    base_commit: str
+    image: str | None = None  # sandbox image; None = the base image
+    workdir: str = "/testbed"
+    title: str = ""
+    metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class TestScript:
+    """A standalone reproduction test: exit 0 fixed, 2 still broken, 1 crashed."""
+
+    content: str
+    path: str = "reproduce_issue.py"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A patch that some trajectory (or another system) proposes, with its test if any."""
+
+    candidate_id: str
+    patch: str
+    test: TestScript | None = None
+    source: str = ""  # trajectory id, or "ensemble:<model_name_or_path>"
