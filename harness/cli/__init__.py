@@ -41,7 +41,9 @@ def _root(
 def _register() -> None:
     # Imported here so `import harness.cli` stays cheap and free of side effects.
     # Command groups add themselves here, one line each.
-    return None
+    from harness.cli import sandbox
+
+    app.add_typer(sandbox.app, name="sandbox")
 
 
 def report_error(exc: HarnessError) -> None:

@@ -1,0 +1,381 @@
+"""Docker backend: one container per sandbox, networking off, cgroup limits, non-root user.
+
+The work tree lives in the container's own filesystem, seeded from a cached snapshot image
+per (base image, repo, commit); forking commits the container's layer (tens of ms) and starts
+a new container from it. Every blocking SDK call runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ImageError, SandboxError, SandboxUnavailable
+from harness.sandboxes.base import AgentSandbox, SandboxSpec
+from harness.sandboxes.channel import AgentChannel, agent_script_path
+from harness.sandboxes.checkout import cached_checkout, resolve_commit
+
+LABEL = "harness.sandbox"  # on every container and image this backend creates
+LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created it
+LABEL_IMAGE = "harness.image"  # "base" | "snapshot" | "fork"
+SANDBOX_USER = "1000:1000"
+DEFAULT_IMAGE = "harness-base:latest"
+CA_PATH = "/etc/ssl/certs/harness-ca-bundle.crt"
+CA_ENV = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+)
+NO_ENGINE_HINT = (
+    "start a Docker engine (`sudo systemctl start docker`, or `sudo dockerd &` on machines "
+    "without systemd; `.ci/run` does this), or use `--backend bwrap` (bubblewrap) instead"
+)
+
+
+def owner_label() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def connect(factory: Callable[[], Any] | None = None) -> Any:
+    """A docker client that answered a ping; SandboxUnavailable with a hint otherwise."""
+    import docker  # local import: `import harness` stays cheap
+
+    try:
+        client = (factory or docker.from_env)()
+        client.ping()
+    except Exception as exc:  # the SDK raises DockerException, requests errors, OSError
+        raise SandboxUnavailable(f"no Docker engine answers ({exc})", hint=NO_ENGINE_HINT) from exc
+    return client
+
+
+class DockerBackend:
+    """Opens docker sandboxes; `aclose` removes whatever is still open."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        default_image: str = DEFAULT_IMAGE,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.default_image = default_image
+        self._factory = client_factory
+        self._client: Any = None
+        self._open: set[DockerSandbox] = set()
+        self._fork_images: list[str] = []
+        self._snapshot_locks: dict[str, asyncio.Lock] = {}
+
+    async def __aenter__(self) -> DockerBackend:
+        await self.client()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def client(self) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(connect, self._factory)
+        return self._client
+
+    async def open(self, spec: SandboxSpec) -> DockerSandbox:
+        client = await self.client()
+        image_name = spec.image or self.default_image
+        image = await asyncio.to_thread(_get_image, client, image_name)
+        commit = None
+        if spec.repo is not None:
+            commit = await resolve_commit(spec.repo, spec.commit)
+            image_id = await self._snapshot(client, image.id, spec, commit)
+        else:
+            image_id = image.id
+        box = await self._start(client, spec, image_id, owned_image=None)
+        return box
+
+    async def _snapshot(self, client: Any, base_id: str, spec: SandboxSpec, commit: str) -> str:
+        assert spec.repo is not None
+        checkout = await cached_checkout(spec.repo, commit, self.cache_dir)
+        key = hashlib.sha256(f"{base_id}|{checkout}|{spec.workdir}".encode()).hexdigest()[:20]
+        lock = self._snapshot_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            found = await asyncio.to_thread(
+                client.images.list, filters={"label": f"{LABEL_IMAGE}=snapshot-{key}"}
+            )
+            if found:
+                return str(found[0].id)
+            return await asyncio.to_thread(_build_snapshot, client, base_id, checkout, spec, key)
+
+    async def _start(
+        self, client: Any, spec: SandboxSpec, image_id: str, owned_image: str | None
+    ) -> DockerSandbox:
+        root = Path(tempfile.mkdtemp(prefix="harness-docker-"))
+        run_dir = root / "run"
+        run_dir.mkdir()
+        run_dir.chmod(0o777)  # the non-root sandbox user creates the socket here
+        volumes: dict[str, dict[str, str]] = {
+            str(run_dir): {"bind": "/.harness/run", "mode": "rw"},
+            str(agent_script_path()): {"bind": "/.harness/agent.py", "mode": "ro"},
+        }
+        env = dict(spec.env)
+        if spec.ca_bundle is not None:
+            volumes[str(spec.ca_bundle.resolve())] = {"bind": CA_PATH, "mode": "ro"}
+            env.update({name: CA_PATH for name in CA_ENV})
+        kwargs: dict[str, Any] = {
+            "image": image_id,
+            "command": [
+                "/usr/bin/python3",
+                "/.harness/agent.py",
+                "--socket",
+                "/.harness/run/agent.sock",
+                "--workdir",
+                spec.workdir,
+            ],
+            "detach": True,
+            "auto_remove": True,
+            "init": True,
+            "user": SANDBOX_USER,
+            "working_dir": spec.workdir,
+            "network_mode": "bridge" if spec.network else "none",
+            "mem_limit": f"{spec.limits.memory_mb}m",
+            "memswap_limit": f"{spec.limits.memory_mb}m",
+            "nano_cpus": int(spec.limits.cpus * 1e9),
+            "pids_limit": spec.limits.pids,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "labels": {LABEL: "1", LABEL_OWNER: owner_label()},
+            "environment": env,
+            "volumes": volumes,
+            "name": f"harness-{uuid.uuid4().hex[:12]}",
+        }
+        try:
+            container = await asyncio.to_thread(client.containers.run, **kwargs)
+        except Exception as exc:
+            shutil.rmtree(root, ignore_errors=True)
+            raise SandboxError(f"could not start a container from {image_id[:19]}: {exc}") from exc
+        box = DockerSandbox(self, spec, container, root, owned_image)
+        try:
+            await box.wait_ready()
+            if spec.repo is not None:
+                await box.init_base()
+        except BaseException:
+            await box.close()
+            raise
+        self._open.add(box)
+        return box
+
+    async def fork(self, parent: DockerSandbox) -> DockerSandbox:
+        client = await self.client()
+        image = await asyncio.to_thread(
+            parent.container.commit,
+            repository="harness-fork",
+            tag=uuid.uuid4().hex[:12],
+            conf={"Labels": {LABEL: "1", LABEL_OWNER: owner_label(), LABEL_IMAGE: "fork"}},
+        )
+        self._fork_images.append(image.id)
+        child = await self._start(client, parent.spec, image.id, owned_image=image.id)
+        child.base_commit = parent.base_commit
+        return child
+
+    def forget(self, box: DockerSandbox) -> None:
+        self._open.discard(box)
+
+    async def aclose(self) -> None:
+        for box in list(self._open):
+            await box.close()
+        if self._client is not None:
+            # Children before parents: a fork of a fork depends on its parent's image.
+            for image_id in reversed(self._fork_images):
+                await asyncio.to_thread(_remove_image, self._client, image_id)
+            self._fork_images.clear()
+            await asyncio.to_thread(self._client.close)
+            self._client = None
+
+
+class DockerSandbox(AgentSandbox):
+    def __init__(
+        self,
+        backend: DockerBackend,
+        spec: SandboxSpec,
+        container: Any,
+        root: Path,
+        owned_image: str | None,
+    ) -> None:
+        super().__init__(
+            spec, AgentChannel(root / "run" / "agent.sock"), spec.workdir, "/tmp/.harness"
+        )
+        self.backend = backend
+        self.container = container
+        self.root = root
+        self.owned_image = owned_image
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await self._channel.wait_ready(timeout=1.0)
+                return
+            except SandboxError:
+                status = await asyncio.to_thread(_status, self.container)
+                if status in ("exited", "dead", "gone") or time.monotonic() > deadline:
+                    logs = await asyncio.to_thread(_logs, self.container)
+                    raise SandboxError(
+                        f"the sandbox agent did not start in container {self.container.name} "
+                        f"(status {status})" + (f":\n{logs}" if logs else ""),
+                        hint="the image needs /usr/bin/python3; images from "
+                        "`harness sandbox build-base` have it",
+                    ) from None
+
+    async def fork(self) -> DockerSandbox:
+        if self.closed:
+            raise SandboxError("cannot fork a closed sandbox")
+        return await self.backend.fork(self)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.backend.forget(self)
+        await self._channel.close()
+        await asyncio.to_thread(_remove_container, self.container)
+        client = self.backend._client
+        if (
+            self.owned_image is not None
+            and client is not None
+            and await asyncio.to_thread(_remove_image, client, self.owned_image)
+        ):
+            with contextlib.suppress(ValueError):
+                self.backend._fork_images.remove(self.owned_image)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _get_image(client: Any, name: str) -> Any:
+    import docker.errors
+
+    try:
+        return client.images.get(name)
+    except docker.errors.ImageNotFound:
+        hint = (
+            "build it with `harness sandbox build-base`"
+            if name == DEFAULT_IMAGE
+            else ("check the name with `docker images`")
+        )
+        raise ImageError(f"image {name!r} is not present in the Docker engine", hint=hint) from None
+
+
+def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec, key: str) -> str:
+    """Copy a checkout into a container's filesystem (owned by the sandbox user); commit."""
+    uid, gid = (int(x) for x in SANDBOX_USER.split(":"))
+    arc_root = spec.workdir.strip("/")
+
+    def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
+        return info
+
+    builder = client.containers.create(base_id, command=["true"], labels={LABEL: "1"})
+    try:
+        with tempfile.TemporaryFile() as fh:
+            with tarfile.open(fileobj=fh, mode="w") as tar:
+                tar.add(str(checkout), arcname=arc_root, filter=owned)
+            fh.seek(0)
+            if not builder.put_archive("/", fh):
+                raise ImageError(f"could not copy {checkout} into a container")
+        image = builder.commit(
+            repository="harness-snapshot",
+            tag=key,
+            conf={
+                "Labels": {LABEL: "1", LABEL_IMAGE: f"snapshot-{key}"},
+                "WorkingDir": spec.workdir,
+            },
+        )
+        return str(image.id)
+    finally:
+        builder.remove(force=True)
+
+
+def _status(container: Any) -> str:
+    try:
+        container.reload()
+    except Exception:
+        return "gone"
+    return str(container.status)
+
+
+def _logs(container: Any) -> str:
+    try:
+        return str(container.logs(tail=20).decode(errors="replace").strip())
+    except Exception:
+        return ""
+
+
+def _remove_container(container: Any) -> None:
+    import docker.errors
+
+    # NotFound: auto-remove got there first; APIError 409: removal already in progress.
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        container.remove(force=True)
+
+
+def _remove_image(client: Any, image_id: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.remove(image_id, force=True)
+    except docker.errors.ImageNotFound:
+        return True
+    except docker.errors.APIError as exc:  # still used by a child image or container
+        warnings.warn(f"could not remove image {image_id[:19]}: {exc}", stacklevel=1)
+        return False
+    return True
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the process named by a `harness.owner` label still runs on this host."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune(client: Any, *, everything: bool = False, images: bool = False) -> list[str]:
+    """Remove leftover sandbox containers (and fork images) whose owner process is gone.
+
+    `everything` removes them even when their owner still runs; `images` also removes the
+    cached snapshot images (they are rebuilt on demand). The base image is never touched.
+    Returns what was removed, as "container NAME" / "image ID" lines.
+    """
+    removed: list[str] = []
+    for container in client.containers.list(all=True, filters={"label": LABEL}):
+        owner = container.labels.get(LABEL_OWNER, "")
+        if everything or not owner_alive(owner):
+            _remove_container(container)
+            removed.append(f"container {container.name}")
+    for image in client.images.list(filters={"label": LABEL}):
+        kind = image.labels.get(LABEL_IMAGE, "")
+        owner = image.labels.get(LABEL_OWNER, "")
+        stale_fork = kind == "fork" and (everything or not owner_alive(owner))
+        wanted = stale_fork or (images and kind.startswith("snapshot-"))
+        if wanted and _remove_image(client, image.id):
+            removed.append(f"image {image.short_id} ({kind})")
+    return removed

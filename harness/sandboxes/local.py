@@ -1,0 +1,38 @@
+"""local backend: NO isolation. Commands run on the host in a temporary copy of the repo.
+
+Only for when the user asks for it explicitly (for example inside a machine that is itself
+a throwaway sandbox); the CLI prints a warning.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.sandboxes.base import SandboxSpec
+from harness.sandboxes.hostdir import HostDirBackend, agent_path
+
+WARNING = (
+    "the local backend runs commands on this machine without any isolation "
+    "(no network cut, no resource limits); use it only inside a disposable machine"
+)
+
+
+class LocalBackend(HostDirBackend):
+    name = "local"
+
+    def workdir_for(self, spec: SandboxSpec, root: Path) -> str:
+        return str(root / "work")
+
+    def scratch_for(self, root: Path) -> str:
+        return str(root / "scratch")
+
+    def agent_argv(self, spec: SandboxSpec, root: Path, workdir: str) -> list[str]:
+        return [
+            sys.executable,
+            agent_path(),
+            "--socket",
+            str(root / "run" / "agent.sock"),
+            "--workdir",
+            workdir,
+        ]

@@ -1,0 +1,70 @@
+"""Backends under test: every contract test runs on docker, bwrap and local."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from harness.errors import HarnessError
+from harness.sandboxes import SandboxBackend, make_backend
+from tests.conftest import make_repo
+
+BASE_IMAGE = "harness-base:latest"
+
+
+def docker_ready() -> str | None:
+    """None when a Docker engine answers and the base image exists, else why not."""
+    try:
+        from harness.sandboxes.docker import connect
+
+        client = connect()
+    except HarnessError as exc:
+        return str(exc)
+    try:
+        client.images.get(BASE_IMAGE)
+    except Exception:
+        return f"{BASE_IMAGE} missing: run `harness sandbox build-base`"
+    finally:
+        client.close()
+    return None
+
+
+def skip_unless_available(name: str) -> None:
+    if name == "docker":
+        reason = docker_ready()
+        if reason:
+            pytest.skip(f"docker unavailable: {reason}")
+    if name == "bwrap" and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+
+
+@pytest.fixture(params=["docker", "bwrap", "local"])
+def backend_name(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "docker":
+        request.applymarker(pytest.mark.docker)
+    skip_unless_available(name)
+    return name
+
+
+@pytest.fixture
+async def backend(backend_name: str, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
+    async with make_backend(backend_name, cache_dir) as be:  # type: ignore[attr-defined]
+        yield be
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    make_repo(
+        path,
+        {
+            "calc.py": "def add(a, b):\n    return a - b\n\n\ndef mul(a, b):\n    return a * b\n",
+            "README.md": "# calc\n",
+            "pkg/__init__.py": "",
+        },
+    )
+    return path
