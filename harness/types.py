@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -68,3 +70,43 @@ class Candidate:
     patch: str
     test: TestScript | None = None
     source: str = ""  # trajectory id, or "ensemble:<model_name_or_path>"
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """A candidate after voting: how many generated tests it passed, and whether it won."""
+
+    candidate: Candidate
+    votes: int = 0
+    selected: bool = False
+
+
+SolveStatus = Literal["patched", "no_patch", "error"]
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """What `harness solve` produced for one task (the run directory holds the details)."""
+
+    task_id: str
+    status: SolveStatus
+    patch: str  # the winning diff; "" when there is none
+    run_dir: Path
+    test: TestScript | None = None  # the winner's reproduction test
+    test_verified: bool = False  # that test fails on the original and passes with `patch`
+    reasoning: str = ""  # why the selection picked the winner
+    candidates: tuple[CandidateResult, ...] = ()
+    tokens: int = 0
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+    message: str = ""  # why there is no patch, or what went wrong
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.md"
+
+
+class Solver(Protocol):
+    """Solves one task into a run directory. `harness eval` and `harness bot` take one."""
+
+    async def solve(self, task: Task, run_dir: Path) -> SolveResult: ...
