@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,3 +52,37 @@ def make_repo(path: Path, files: dict[str, str], message: str = "init") -> str:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+BASE_IMAGE = "harness-base:latest"
+
+
+def docker_ready() -> str | None:
+    """None when a Docker engine answers and the base image exists, else why not."""
+    from harness.errors import HarnessError
+    from harness.sandboxes.docker import connect
+
+    try:
+        client = connect()
+    except HarnessError as exc:
+        return str(exc)
+    try:
+        client.images.get(BASE_IMAGE)
+    except Exception:
+        return f"{BASE_IMAGE} missing: run `harness sandbox build-base`"
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture
+async def docker_backend(request: pytest.FixtureRequest, cache_dir: Path) -> Any:
+    """A real docker backend (the test is marked docker: under CI=true a skip fails)."""
+    from harness.sandboxes.docker import DockerBackend
+
+    request.applymarker(pytest.mark.docker)
+    reason = docker_ready()
+    if reason:
+        pytest.skip(f"docker unavailable: {reason}")
+    async with DockerBackend(cache_dir) as backend:
+        yield backend

@@ -65,6 +65,11 @@ class Sandbox(Protocol):
     @property
     def workdir(self) -> str: ...
 
+    @property
+    def scratch(self) -> str:
+        """A writable directory outside the work tree (never part of the diff)."""
+        ...
+
     async def exec(
         self,
         cmd: str | Sequence[str],
@@ -114,13 +119,17 @@ class AgentSandbox(abc.ABC):
         self.spec = spec
         self._channel = channel
         self._workdir = workdir
-        self._scratch = scratch  # a directory outside the work tree for harness files
+        self._scratch = scratch
         self.base_commit: str | None = None
         self.closed = False
 
     @property
     def workdir(self) -> str:
         return self._workdir
+
+    @property
+    def scratch(self) -> str:
+        return self._scratch
 
     async def __aenter__(self) -> AgentSandbox:
         return self

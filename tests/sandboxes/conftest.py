@@ -8,28 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.sandboxes import SandboxBackend, make_backend
-from tests.conftest import make_repo
+from tests.conftest import BASE_IMAGE, docker_ready, make_repo
 
-BASE_IMAGE = "harness-base:latest"
-
-
-def docker_ready() -> str | None:
-    """None when a Docker engine answers and the base image exists, else why not."""
-    try:
-        from harness.sandboxes.docker import connect
-
-        client = connect()
-    except HarnessError as exc:
-        return str(exc)
-    try:
-        client.images.get(BASE_IMAGE)
-    except Exception:
-        return f"{BASE_IMAGE} missing: run `harness sandbox build-base`"
-    finally:
-        client.close()
-    return None
+__all__ = ["BASE_IMAGE", "docker_ready"]
 
 
 def skip_unless_available(name: str) -> None:

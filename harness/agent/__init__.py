@@ -1,0 +1,1 @@
+"""One trajectory = small state machines per stage (context, testing, editing)."""

@@ -1,0 +1,1 @@
+"""Choosing among candidate patches: voting, the selection loop, ensembling."""

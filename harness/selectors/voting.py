@@ -1,0 +1,182 @@
+"""Voting: every final test runs on every candidate patch, filled in as both arrive.
+
+The matrix is built incrementally (no stage barrier): a new candidate runs against the tests
+that exist, a new test runs against the candidates that exist, each cell exactly once, each
+persisted as it completes. Votes of a candidate = tests that fail on the original code and
+pass (exit 0) on it; when no test fails on the original, every test votes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.agent.context import _TEST_PATH
+from harness.agent.repro import ReproRunner, TestRun
+from harness.store import append_jsonl, read_jsonl
+from harness.types import Candidate, TestScript
+
+_DIFF_FILE = re.compile(r"^\+\+\+ b/(.+)$", re.MULTILINE)
+
+
+def normalize_patch(patch: str) -> str:
+    """A key under which patches that differ only in metadata or whitespace are equal."""
+    keep = []
+    for line in patch.splitlines():
+        if line.startswith(("index ", "diff --git")) or line.startswith("@@"):
+            continue
+        keep.append(re.sub(r"\s+", " ", line).rstrip())
+    return "\n".join(keep).strip()
+
+
+def changed_lines(patch: str) -> int:
+    return sum(
+        1 for line in patch.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    )
+
+
+def drop_reason(patch: str) -> str | None:
+    """Why a patch is not worth voting on (empty or trivial), or None."""
+    if not patch.strip():
+        return "empty"
+    files = _DIFF_FILE.findall(patch)
+    if files and all(_TEST_PATH.search(f) for f in files):
+        return "touches only tests"
+    minus = sorted(
+        "".join(line[1:].split())
+        for line in patch.splitlines()
+        if line.startswith("-") and not line.startswith("---")
+    )
+    plus = sorted(
+        "".join(line[1:].split())
+        for line in patch.splitlines()
+        if line.startswith("+") and not line.startswith("+++")
+    )
+    if minus == plus:
+        return "whitespace only"
+    return None
+
+
+@dataclass
+class Matrix:
+    """Results so far. cells[(candidate_id, test_id)] is None when the patch did not apply."""
+
+    tests: dict[str, TestScript] = field(default_factory=dict)
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    aliases: dict[str, list[str]] = field(default_factory=dict)  # kept id -> duplicate ids
+    dropped: dict[str, str] = field(default_factory=dict)  # candidate id -> reason
+    original: dict[str, TestRun] = field(default_factory=dict)
+    cells: dict[tuple[str, str], TestRun | None] = field(default_factory=dict)
+
+    def voters(self) -> list[str]:
+        failing = [t for t in self.tests if t in self.original and not self.original[t].passes]
+        return failing or list(self.tests)
+
+    def votes(self, candidate_id: str) -> int:
+        return sum(
+            1
+            for t in self.voters()
+            if (run := self.cells.get((candidate_id, t))) is not None and run.passes
+        )
+
+    def ranked(self) -> list[Candidate]:
+        return sorted(
+            self.candidates.values(),
+            key=lambda c: (-self.votes(c.candidate_id), changed_lines(c.patch), c.candidate_id),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tests": list(self.tests),
+            "voters": self.voters(),
+            "original": {t: r.to_json() for t, r in self.original.items()},
+            "candidates": {
+                c: {
+                    "votes": self.votes(c),
+                    "source": self.candidates[c].source,
+                    "changed_lines": changed_lines(self.candidates[c].patch),
+                    "duplicates": self.aliases.get(c, []),
+                }
+                for c in self.candidates
+            },
+            "dropped": self.dropped,
+            "cells": {
+                f"{c}|{t}": (r.exit_code if r is not None else "no-apply")
+                for (c, t), r in sorted(self.cells.items())
+            },
+            "ranking": [c.candidate_id for c in self.ranked()],
+        }
+
+
+class Voting:
+    """Fills a Matrix as tests and candidates arrive; `wait()` returns when all cells are in."""
+
+    def __init__(self, runner: ReproRunner, log_path: Path) -> None:
+        self.runner = runner
+        self.log_path = log_path
+        self.matrix = Matrix()
+        self._scheduled: set[tuple[str, str]] = set()
+        self._jobs: list[asyncio.Task[None]] = []
+        self._by_key: dict[str, str] = {}
+        for record in read_jsonl(log_path):  # results of a previous (interrupted) run
+            if record.get("kind") == "cell":
+                run = TestRun.from_json(record["run"]) if record.get("run") else None
+                key = (str(record["candidate"]), str(record["test"]))
+                self.matrix.cells[key] = run
+                self._scheduled.add(key)
+
+    async def add_test(self, test_id: str, test: TestScript | None) -> None:
+        if test is None or test_id in self.matrix.tests:
+            return
+        self.matrix.tests[test_id] = test
+        self.matrix.original[test_id] = await self.runner.on_original(test)
+        for candidate_id in list(self.matrix.candidates):
+            self._schedule(candidate_id, [test_id])
+
+    def add_candidate(self, candidate: Candidate) -> str | None:
+        """Add a candidate; returns the id it is voted under (None when dropped)."""
+        reason = drop_reason(candidate.patch)
+        if reason is not None:
+            self.matrix.dropped[candidate.candidate_id] = reason
+            return None
+        key = normalize_patch(candidate.patch)
+        if key in self._by_key:
+            kept = self._by_key[key]
+            self.matrix.aliases.setdefault(kept, []).append(candidate.candidate_id)
+            return kept
+        self._by_key[key] = candidate.candidate_id
+        self.matrix.candidates[candidate.candidate_id] = candidate
+        self._schedule(candidate.candidate_id, list(self.matrix.tests))
+        return candidate.candidate_id
+
+    def _schedule(self, candidate_id: str, test_ids: list[str]) -> None:
+        todo = [t for t in test_ids if (candidate_id, t) not in self._scheduled]
+        if not todo:
+            return
+        self._scheduled.update((candidate_id, t) for t in todo)
+        self._jobs.append(asyncio.create_task(self._run(candidate_id, todo)))
+
+    async def _run(self, candidate_id: str, test_ids: list[str]) -> None:
+        patch = self.matrix.candidates[candidate_id].patch
+        runs = await self.runner.on_patch(patch, [self.matrix.tests[t] for t in test_ids])
+        for i, test_id in enumerate(test_ids):
+            run = runs[i] if runs is not None else None
+            self.matrix.cells[(candidate_id, test_id)] = run
+            append_jsonl(
+                self.log_path,
+                {
+                    "kind": "cell",
+                    "candidate": candidate_id,
+                    "test": test_id,
+                    "run": run.to_json() if run is not None else None,
+                },
+            )
+
+    async def wait(self) -> Matrix:
+        while self._jobs:
+            jobs, self._jobs = self._jobs, []
+            await asyncio.gather(*jobs)
+        return self.matrix

@@ -1,0 +1,83 @@
+"""Voting on constructed candidates (one correct, several wrong, one empty) in real sandboxes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.agent.repro import ReproRunner
+from harness.selectors.voting import Voting, drop_reason, normalize_patch
+from tests.selectors.conftest import (
+    CORRECT,
+    DUPLICATE,
+    EMPTY,
+    TESTS,
+    WRONG_ABS,
+    WRONG_CONST,
+    patch,
+)
+
+
+async def test_the_correct_candidate_gets_the_most_votes(
+    runner: ReproRunner, tmp_path: Path
+) -> None:
+    voting = Voting(runner, tmp_path / "votes.jsonl")
+    # Interleaved arrival, as samples finish: candidates before some tests exist.
+    assert voting.add_candidate(WRONG_CONST) == "const"
+    await voting.add_test("t-basic", TESTS["t-basic"])
+    assert voting.add_candidate(CORRECT) == "good"
+    assert voting.add_candidate(EMPTY) is None
+    assert voting.add_candidate(DUPLICATE) == "good"
+    await voting.add_test("t-more", TESTS["t-more"])
+    await voting.add_test("t-mul", TESTS["t-mul"])
+    voting.add_candidate(WRONG_ABS)
+    matrix = await voting.wait()
+
+    assert matrix.voters() == ["t-basic", "t-more"]  # t-mul passes on the original code
+    assert {c: matrix.votes(c) for c in matrix.candidates} == {"const": 1, "good": 2, "abs": 0}
+    assert matrix.ranked()[0].candidate_id == "good"
+    assert matrix.dropped == {"empty": "empty"}
+    assert matrix.aliases == {"good": ["good-again"]}
+    # Every cell ran exactly once, and each was persisted as it finished.
+    assert len(matrix.cells) == 3 * 3
+    lines = (tmp_path / "votes.jsonl").read_text().splitlines()
+    assert len(lines) == 9
+
+
+async def test_a_resumed_vote_reuses_recorded_cells(runner: ReproRunner, tmp_path: Path) -> None:
+    log = tmp_path / "votes.jsonl"
+    first = Voting(runner, log)
+    await first.add_test("t-basic", TESTS["t-basic"])
+    first.add_candidate(CORRECT)
+    await first.wait()
+    again = Voting(runner, log)
+    await again.add_test("t-basic", TESTS["t-basic"])
+    again.add_candidate(CORRECT)
+    await again.add_test("t-more", TESTS["t-more"])
+    matrix = await again.wait()
+    assert matrix.votes("good") == 2
+    assert len(log.read_text().splitlines()) == 2  # only the new cell ran
+
+
+async def test_a_patch_that_does_not_apply_gets_no_votes(
+    runner: ReproRunner, tmp_path: Path
+) -> None:
+    voting = Voting(runner, tmp_path / "votes.jsonl")
+    from harness.types import Candidate
+
+    broken = Candidate("broken", patch("    return a + b").replace("a - b", "x - y"))
+    voting.add_candidate(broken)
+    await voting.add_test("t-basic", TESTS["t-basic"])
+    matrix = await voting.wait()
+    assert matrix.cells[("broken", "t-basic")] is None and matrix.votes("broken") == 0
+
+
+def test_filters() -> None:
+    assert drop_reason("") == "empty"
+    assert drop_reason(patch("    return a + b")) is None
+    whitespace = patch("    return a - b ").replace("+    return a - b \n", "+    return  a - b\n")
+    assert drop_reason(whitespace) == "whitespace only"
+    only_tests = "--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n@@ -1 +1 @@\n-x\n+y\n"
+    assert drop_reason(only_tests) == "touches only tests"
+    assert normalize_patch(patch("    return a + b")) == normalize_patch(
+        "index 123..456 100644\n" + patch("    return a  +  b")
+    )
