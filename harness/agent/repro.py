@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from harness.sandboxes import Sandbox
 from harness.text import middle_truncate
@@ -52,13 +54,13 @@ class TestRun:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> TestRun:
+    def from_json(cls, data: Mapping[str, Any]) -> TestRun:
         return cls(
             int(data["exit_code"]),
-            str(data["output"]),  # type: ignore[call-overload]
+            str(data["output"]),
             bool(data.get("timed_out")),
             float(data.get("duration_s") or 0.0),
-        )  # type: ignore[arg-type]
+        )
 
 
 def test_key(test: TestScript) -> str:
