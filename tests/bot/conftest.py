@@ -64,20 +64,41 @@ def _repository() -> dict[str, Any]:
     return {"full_name": REPO, "name": name, "owner": {"login": owner}, "default_branch": "main"}
 
 
-def label_event(gh: FakeGitHub, *, sender: str = "maintainer", label: str = "harness",
-                updated_at: str = "2024-05-02T08:00:00Z") -> dict[str, Any]:
+def label_event(
+    gh: FakeGitHub,
+    *,
+    sender: str = "maintainer",
+    label: str = "harness",
+    updated_at: str = "2024-05-02T08:00:00Z",
+) -> dict[str, Any]:
     issue = {**_issue(gh), "updated_at": updated_at}
-    return {"action": "labeled", "issue": issue, "label": {"name": label},
-            "repository": _repository(), "sender": {"login": sender, "type": "User"}}
+    return {
+        "action": "labeled",
+        "issue": issue,
+        "label": {"name": label},
+        "repository": _repository(),
+        "sender": {"login": sender, "type": "User"},
+    }
 
 
-def comment_event(gh: FakeGitHub, body: str, *, user: str = "maintainer",
-                  association: str = "MEMBER", number: int = ISSUE) -> dict[str, Any]:
+def comment_event(
+    gh: FakeGitHub,
+    body: str,
+    *,
+    user: str = "maintainer",
+    association: str = "MEMBER",
+    number: int = ISSUE,
+) -> dict[str, Any]:
     """Also posts the comment on the fake server, as GitHub would have."""
     comment = gh.add_comment(REPO, number, body, user=user, association=association)
     public = {k: v for k, v in comment.items() if not k.startswith("_")}
-    return {"action": "created", "issue": _issue(gh, number), "comment": public,
-            "repository": _repository(), "sender": {"login": user, "type": "User"}}
+    return {
+        "action": "created",
+        "issue": _issue(gh, number),
+        "comment": public,
+        "repository": _repository(),
+        "sender": {"login": user, "type": "User"},
+    }
 
 
 def write_event(path: Path, payload: dict[str, Any]) -> Path:

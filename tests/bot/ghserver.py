@@ -95,21 +95,45 @@ class FakeGitHub:
         return issue
 
     def add_comment(
-        self, full_name: str, number: int, body: str, *, user: str, association: str = "NONE",
+        self,
+        full_name: str,
+        number: int,
+        body: str,
+        *,
+        user: str,
+        association: str = "NONE",
         user_type: str = "User",
     ) -> dict[str, Any]:
-        comment = self._comment(full_name, number, body, {"login": user, "type": user_type},
-                                association)
+        comment = self._comment(
+            full_name, number, body, {"login": user, "type": user_type}, association
+        )
         with self._lock:
             self.comments.append(comment)
         return comment
 
-    def fail(self, method: str, path: str, status: int, *, times: int = 1, drop: bool = False,
-             headers: dict[str, str] | None = None, body: Any = None) -> None:
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        times: int = 1,
+        drop: bool = False,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+    ) -> None:
         """The next `times` requests matching `method` and the `path` regex get `status`."""
-        self.faults.append(Fault(method, re.compile(path), status, times, headers or {},
-                                 body if body is not None else {"message": "Server Error"},
-                                 drop))
+        self.faults.append(
+            Fault(
+                method,
+                re.compile(path),
+                status,
+                times,
+                headers or {},
+                body if body is not None else {"message": "Server Error"},
+                drop,
+            )
+        )
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -124,8 +148,8 @@ class FakeGitHub:
     @property
     def api_url(self) -> str:
         assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self.prefix}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}{self.prefix}"
 
     def __enter__(self) -> FakeGitHub:
         fake = self
@@ -180,19 +204,25 @@ class FakeGitHub:
                     fault.times -= 1
                     return None if fault.drop else (fault.status, fault.headers, fault.body)
         if headers.get("Authorization") != f"Bearer {self.token}":
-            return 401, {}, {"message": "Bad credentials",
-                             "documentation_url": "https://docs.github.com/rest"}
+            return (
+                401,
+                {},
+                {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"},
+            )
         if not parts.path.startswith(self.prefix + "/"):
             return 404, {}, {"message": "Not Found"}
-        path = parts.path[len(self.prefix):]
+        path = parts.path[len(self.prefix) :]
         with self._lock:
             return self._route(method, path, query, body)
 
     def _route(
         self, method: str, path: str, query: dict[str, str], body: Any
     ) -> tuple[int, dict[str, str], Any]:
-        not_found = (404, {}, {"message": "Not Found",
-                               "documentation_url": "https://docs.github.com/rest"})
+        not_found: tuple[int, dict[str, str], Any] = (
+            404,
+            {},
+            {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"},
+        )
         m = re.fullmatch(r"/repos/([^/]+/[^/]+)(/.*)?", path)
         if not m or m[1] not in self.repos:
             return not_found
@@ -207,13 +237,25 @@ class FakeGitHub:
             if key not in self.issues:
                 return not_found
             if method == "GET":
-                return self._page(path, query, [self._public(c) for c in self.comments
-                                                if c["_issue"] == key])
+                return self._page(
+                    path, query, [self._public(c) for c in self.comments if c["_issue"] == key]
+                )
             if method == "POST":
                 if not isinstance(body, dict) or not body.get("body"):
-                    return 422, {}, {"message": "Validation Failed",
-                                     "errors": [{"resource": "IssueComment", "field": "body",
-                                                 "code": "missing_field"}]}
+                    return (
+                        422,
+                        {},
+                        {
+                            "message": "Validation Failed",
+                            "errors": [
+                                {
+                                    "resource": "IssueComment",
+                                    "field": "body",
+                                    "code": "missing_field",
+                                }
+                            ],
+                        },
+                    )
                 comment = self._comment(repo, key[1], body["body"], BOT_USER, "NONE")
                 self.comments.append(comment)
                 return 201, {}, self._public(comment)
@@ -227,17 +269,24 @@ class FakeGitHub:
                     return 200, {}, self._public(comment)
             return not_found
         if rest == "/pulls" and method == "GET":
-            pulls = [p for p in self.pulls if p["_repo"] == repo
-                     and query.get("state", "open") in (p["state"], "all")
-                     and ("head" not in query or p["head"]["label"] == query["head"])]
+            pulls = [
+                p
+                for p in self.pulls
+                if p["_repo"] == repo
+                and query.get("state", "open") in (p["state"], "all")
+                and ("head" not in query or p["head"]["label"] == query["head"])
+            ]
             return self._page(path, query, [self._public(p) for p in pulls])
         if rest == "/pulls" and method == "POST":
             return self._create_pull(repo, body)
         if (m2 := re.fullmatch(r"/collaborators/([^/]+)/permission", rest)) and method == "GET":
             perm = self.permissions.get((repo, m2[1]), "read")
             legacy = {"maintain": "write", "triage": "read"}.get(perm, perm)
-            return 200, {}, {"permission": legacy, "role_name": perm,
-                             "user": {"login": m2[1], "type": "User"}}
+            return (
+                200,
+                {},
+                {"permission": legacy, "role_name": perm, "user": {"login": m2[1], "type": "User"}},
+            )
         return not_found
 
     def _create_pull(self, repo: str, body: Any) -> tuple[int, dict[str, str], Any]:
@@ -245,12 +294,22 @@ class FakeGitHub:
         head, base = body.get("head", ""), body.get("base", "")
         label = head if ":" in head else f"{owner}:{head}"
         branch = label.split(":", 1)[1]
-        invalid = {"message": "Validation Failed", "errors": [], "documentation_url":
-                   "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"}
-        if any(p["_repo"] == repo and p["state"] == "open" and p["head"]["label"] == label
-               for p in self.pulls):
-            invalid["errors"] = [{"resource": "PullRequest", "code": "custom",
-                                  "message": f"A pull request already exists for {label}."}]
+        invalid: dict[str, Any] = {
+            "message": "Validation Failed",
+            "errors": [],
+            "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+        }
+        if any(
+            p["_repo"] == repo and p["state"] == "open" and p["head"]["label"] == label
+            for p in self.pulls
+        ):
+            invalid["errors"] = [
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": f"A pull request already exists for {label}.",
+                }
+            ]
             return 422, {}, invalid
         sha = self._branch_sha(repo, branch)
         if sha is None:
@@ -276,8 +335,11 @@ class FakeGitHub:
         bare = self.bare.get(repo)
         if bare is None:
             return "0" * 40
-        proc = subprocess.run(["git", "--git-dir", str(bare), "rev-parse", "--verify", "-q",
-                               f"refs/heads/{branch}"], capture_output=True, text=True)
+        proc = subprocess.run(
+            ["git", "--git-dir", str(bare), "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+            capture_output=True,
+            text=True,
+        )
         return proc.stdout.strip() or None
 
     def _page(
@@ -292,8 +354,9 @@ class FakeGitHub:
             headers["Link"] = f'<{nxt}>; rel="next"'
         return 200, headers, chunk
 
-    def _comment(self, repo: str, number: int, body: str, user: dict[str, Any],
-                 association: str) -> dict[str, Any]:
+    def _comment(
+        self, repo: str, number: int, body: str, user: dict[str, Any], association: str
+    ) -> dict[str, Any]:
         cid = self._next_id()
         return {
             "id": cid,

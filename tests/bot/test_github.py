@@ -31,8 +31,9 @@ def sleeps() -> Sleeps:
 
 @pytest.fixture
 async def client(github: FakeGitHub, token: str, sleeps: Sleeps) -> AsyncIterator[GitHubClient]:
-    async with GitHubClient(token, api_url=github.api_url, sleep=sleeps, clock=lambda: 1000.0,
-                            max_wait_s=120) as gh:
+    async with GitHubClient(
+        token, api_url=github.api_url, sleep=sleeps, clock=lambda: 1000.0, max_wait_s=120
+    ) as gh:
         yield gh
 
 
@@ -92,8 +93,13 @@ async def test_connection_drops_are_retried(
 async def test_secondary_rate_limit_honours_retry_after(
     client: GitHubClient, github: FakeGitHub, sleeps: Sleeps
 ) -> None:
-    github.fail("POST", r"/comments$", 403, headers={"Retry-After": "7"},
-                body={"message": "You have exceeded a secondary rate limit."})
+    github.fail(
+        "POST",
+        r"/comments$",
+        403,
+        headers={"Retry-After": "7"},
+        body={"message": "You have exceeded a secondary rate limit."},
+    )
     await client.create_comment(REPO, ISSUE, "x")
     assert sleeps.waits == [7.0]
 
@@ -101,9 +107,13 @@ async def test_secondary_rate_limit_honours_retry_after(
 async def test_primary_rate_limit_waits_until_reset(
     client: GitHubClient, github: FakeGitHub, sleeps: Sleeps
 ) -> None:
-    github.fail("GET", r"/issues/7$", 429,
-                headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"},
-                body={"message": "API rate limit exceeded"})
+    github.fail(
+        "GET",
+        r"/issues/7$",
+        429,
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "1030"},
+        body={"message": "API rate limit exceeded"},
+    )
     await client.get_issue(REPO, ISSUE)
     assert sleeps.waits == [31.0]  # reset (1030) - now (1000) + 1
 
@@ -111,9 +121,13 @@ async def test_primary_rate_limit_waits_until_reset(
 async def test_rate_limit_too_far_away_fails_at_once(
     client: GitHubClient, github: FakeGitHub, sleeps: Sleeps
 ) -> None:
-    github.fail("GET", r"/issues/7$", 403,
-                headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "4600"},
-                body={"message": "API rate limit exceeded for installation"})
+    github.fail(
+        "GET",
+        r"/issues/7$",
+        403,
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "4600"},
+        body={"message": "API rate limit exceeded for installation"},
+    )
     with pytest.raises(RateLimited) as info:
         await client.get_issue(REPO, ISSUE)
     assert sleeps.waits == []
@@ -125,14 +139,31 @@ async def test_rate_limit_too_far_away_fails_at_once(
     [
         (403, {"message": "Resource not accessible by integration"}, "forbidden", "permissions"),
         (404, {"message": "Not Found"}, "not found", "private repositories"),
-        (422, {"message": "Validation Failed", "errors": [{"resource": "PullRequest",
-               "code": "custom", "message": "A pull request already exists for octo:b."}]},
-         "A pull request already exists", None),
+        (
+            422,
+            {
+                "message": "Validation Failed",
+                "errors": [
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": "A pull request already exists for octo:b.",
+                    }
+                ],
+            },
+            "A pull request already exists",
+            None,
+        ),
     ],
 )
 async def test_error_statuses_are_explained(
-    client: GitHubClient, github: FakeGitHub, token: str, status: int, body: dict[str, object],
-    expected: str, hint: str | None,
+    client: GitHubClient,
+    github: FakeGitHub,
+    token: str,
+    status: int,
+    body: dict[str, object],
+    expected: str,
+    hint: str | None,
 ) -> None:
     github.fail("POST", r"/pulls$", status, body=body)
     with pytest.raises(GitHubError) as info:
