@@ -123,3 +123,9 @@ class NothingSolver:
 
 def make_solver(options: SolveOptions) -> FixingSolver:
     return FixingSolver(options)
+
+
+def make_leaky_solver(options: SolveOptions) -> FixingSolver:
+    """Puts the environment's API key in its reasoning, as a careless model might."""
+    key = os.environ.get("OPENAI_API_KEY", "")
+    return FixingSolver(options, reasoning=f"debug: OPENAI_API_KEY={key}")
