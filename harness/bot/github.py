@@ -258,9 +258,13 @@ class GitHubClient:
                 hint="set GITHUB_TOKEN to a valid token (in Actions: secrets.GITHUB_TOKEN)",
             )
         if status == 403:
-            return GitHubError(
-                f"{shown}: forbidden (403: {message})", status=status, hint=PERMISSION_HINT
-            )
+            hint = PERMISSION_HINT
+            if "create or approve pull requests" in message:
+                hint = (
+                    "enable Settings > Actions > General > Workflow permissions > "
+                    "'Allow GitHub Actions to create and approve pull requests'"
+                )
+            return GitHubError(f"{shown}: forbidden (403: {message})", status=status, hint=hint)
         if status == 404:
             return GitHubError(
                 f"{shown}: not found (404)",

@@ -224,3 +224,17 @@ async def test_permission_lookup(client: GitHubClient, github: FakeGitHub) -> No
 async def test_rejects_bad_repository_names(client: GitHubClient) -> None:
     with pytest.raises(GitHubError, match="not a repository name"):
         await client.get_issue("octo/../../user", 1)
+
+
+async def test_actions_not_allowed_to_open_pull_requests_gets_the_setting_named(
+    client: GitHubClient, github: FakeGitHub
+) -> None:
+    github.fail(
+        "POST",
+        r"/pulls$",
+        403,
+        body={"message": "GitHub Actions is not permitted to create or approve pull requests."},
+    )
+    with pytest.raises(GitHubError) as info:
+        await client.create_pull(REPO, title="t", head="b", base="main", body="")
+    assert "Allow GitHub Actions to create and approve pull requests" in (info.value.hint or "")
