@@ -6,13 +6,21 @@ references for `harness solve`.
     runner.py   GitHubBot: trust check, acknowledgement, solve, push, pull request
     render.py   the markdown it posts, with hidden idempotency markers
     git.py      commit a patch without a work tree, push, cached clones
-    issues.py   parse_issue_ref, fetch_issue_text, clone_issue_repo (for `harness solve`)
+    testfile.py the reproduction test as a pytest file in the repository
+    issues.py   parse_issue_ref, fetch_issue_text, clone_issue_repo, task_from_issue
+                (for `harness solve owner/repo#123`)
     redact.py   Redactor: masks secrets in everything written
 """
 
 from harness.bot.events import OptionLimits, SolveOptions
 from harness.bot.github import GitHubClient, RateLimited
-from harness.bot.issues import IssueRef, clone_issue_repo, fetch_issue_text, parse_issue_ref
+from harness.bot.issues import (
+    IssueRef,
+    clone_issue_repo,
+    fetch_issue_text,
+    parse_issue_ref,
+    task_from_issue,
+)
 from harness.bot.redact import Redactor
 from harness.bot.runner import BotConfig, BotOutcome, GitHubBot, default_solver_factory
 
@@ -30,4 +38,5 @@ __all__ = [
     "default_solver_factory",
     "fetch_issue_text",
     "parse_issue_ref",
+    "task_from_issue",
 ]

@@ -1,5 +1,6 @@
 """GitHub issues as task input: parse `owner/repo#123` or an issue URL, fetch the issue text,
-and clone the repository into the cache when the user gave no `--repo`.
+and clone the repository into the cache when the user gave no `--repo`; `task_from_issue`
+does all three for `harness solve`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from harness.bot.git import auth_env, clone_cached, clone_url
 from harness.bot.github import Comment, GitHubClient, Issue
 from harness.bot.redact import Redactor
 from harness.errors import TaskError
+from harness.sandboxes.checkout import resolve_commit
+from harness.types import Task
 
 SHORT_REF = re.compile(
     r"^(?P<owner>[A-Za-z0-9][A-Za-z0-9-]{0,38})/(?P<repo>[A-Za-z0-9._-]{1,100})"
@@ -114,4 +117,29 @@ async def clone_issue_repo(
         cache_dir,
         env=auth_env(token, server),
         redact=redact,
+    )
+
+
+async def task_from_issue(
+    client: GitHubClient,
+    ref: IssueRef,
+    *,
+    repo: Path | None,
+    cache_dir: Path,
+    commit: str = "HEAD",
+    server_url: str = "https://github.com",
+    token: str | None = None,
+) -> Task:
+    """The Task for `harness solve owner/repo#123`: the issue text, and `repo` (or a cached
+    clone of the issue's repository when None) at `commit`."""
+    title, text = await fetch_issue_text(client, ref)
+    if repo is None:
+        repo = await clone_issue_repo(ref, cache_dir, server_url=server_url, token=token)
+    return Task(
+        task_id=ref.task_id,
+        issue=text,
+        repo=str(repo),
+        base_commit=await resolve_commit(repo, commit),
+        title=title,
+        metadata={"github_issue": str(ref)},
     )

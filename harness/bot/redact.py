@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 MASK = "***"
 # Names of environment variables whose values are treated as secrets.
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY)", re.I)
-MIN_SECRET_LEN = 6  # shorter values would mask ordinary words
+MIN_SECRET_LEN = 8  # shorter values would mask ordinary words (TOKENIZERS_PARALLELISM=false)
 
 
 class Redactor:

@@ -116,7 +116,7 @@ class GitHubBot:
                     trigger, render.invalid(trigger.key, trigger.actor, trigger.problem)
                 )
             return BotOutcome("invalid", trigger.problem)
-        branch = self.config.branch.format(number=number)
+        branch = _fill(self.config.branch, number)
         existing = await self.gh.find_pull(trigger.repo, branch)
         if existing is not None:
             body = render.opened(
@@ -150,15 +150,17 @@ class GitHubBot:
         stage = "preparing the run"
         result: SolveResult | None = None
         try:
+            task, solver, run_dir = await self._prepare(trigger, options)
             stage = "solving"
-            result = await self._solve(trigger, options)
+            self.log(f"solving {task.task_id} at {task.base_commit[:12]} into {run_dir}")
+            result = await solver.solve(task, run_dir)
             if result.status != "patched" or not result.patch.strip():
                 body = render.no_patch(trigger.key, result, links=self._links(result))
                 await self._edit(trigger, ack, body)
                 return BotOutcome("no_patch", result.message or result.status, result=result)
             stage = "pushing the branch"
             await self._edit(trigger, ack, show("pushing"))
-            pull = await self._publish(trigger, branch, result)
+            pull = await self._publish(trigger, branch, task.base_commit, result)
         except Exception as exc:
             error = exc.message if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
             self.log(f"failed while {stage}: {error}")
@@ -176,31 +178,30 @@ class GitHubBot:
         self.log(f"opened {pull.html_url}")
         return BotOutcome("opened", f"pull request #{pull.number}", pull.html_url, result)
 
-    async def _solve(self, trigger: Trigger, options: SolveOptions) -> SolveResult:
+    async def _prepare(self, trigger: Trigger, options: SolveOptions) -> tuple[Task, Solver, Path]:
+        """The task (issue text with comments, checkout at HEAD), its solver and run dir."""
         ref = IssueRef(trigger.owner, trigger.repo.split("/")[1], trigger.issue.number)
         title, text = await fetch_issue_text(self.gh, ref)
-        base = await head_sha(self.repo)
-        solver = self.solver_factory(options)
         task = Task(
             task_id=ref.task_id,
             issue=text,
             repo=str(self.repo),
-            base_commit=base,
+            base_commit=await head_sha(self.repo),
             title=title,
             metadata={"github_issue": str(ref), "trigger": trigger.key},
         )
-        run_dir = self.run_root / f"{ref.task_id}-{trigger.key}"
-        self.log(f"solving {ref} at {base[:12]} ({options.describe()}) into {run_dir}")
-        return await solver.solve(task, run_dir)
+        solver = self.solver_factory(options)
+        return task, solver, self.run_root / f"{ref.task_id}-{trigger.key}"
 
-    async def _publish(self, trigger: Trigger, branch: str, result: SolveResult) -> PullRequest:
+    async def _publish(
+        self, trigger: Trigger, branch: str, base: str, result: SolveResult
+    ) -> PullRequest:
         number = trigger.issue.number
         files: dict[str, str] = {}
         test_path: str | None = None
         if result.test_verified and result.test is not None:
-            test_path = check_repo_path(self.config.test_path.format(number=number))
+            test_path = check_repo_path(_fill(self.config.test_path, number))
             files[test_path] = repository_test(result.test, test_path, number)
-        base = await head_sha(self.repo)
         title = f"Fix #{number}: {trigger.issue.title}"[:250]
         message = f"{title}\n\nProposed by harness for #{number}.\n"
         sha, changed = await commit_patch(
@@ -276,6 +277,10 @@ class GitHubBot:
         if previous is None:
             return await self._comment(trigger, body)
         return await self._edit(trigger, previous, body)
+
+
+def _fill(template: str, number: int) -> str:
+    return template.replace("{number}", str(number))
 
 
 def default_solver_factory(options: SolveOptions) -> Solver:

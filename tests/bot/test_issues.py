@@ -9,10 +9,16 @@ import pytest
 
 from harness.bot.git import auth_env
 from harness.bot.github import GitHubClient
-from harness.bot.issues import IssueRef, clone_issue_repo, fetch_issue_text, parse_issue_ref
+from harness.bot.issues import (
+    IssueRef,
+    clone_issue_repo,
+    fetch_issue_text,
+    parse_issue_ref,
+    task_from_issue,
+)
 from harness.bot.redact import Redactor
 from harness.errors import RepoError, TaskError
-from tests.bot.conftest import ISSUE, REPO
+from tests.bot.conftest import ISSUE, REPO, Project
 from tests.bot.ghserver import FakeGitHub
 from tests.conftest import git, make_repo
 
@@ -129,3 +135,37 @@ def test_git_credentials_are_scoped_and_redactable(token: str) -> None:
     assert token not in env["GIT_CONFIG_VALUE_1"]  # base64, but...
     assert Redactor([token])(env["GIT_CONFIG_VALUE_1"]) == "AUTHORIZATION: basic ***"
     assert auth_env(token, "/srv/git") == {} and auth_env(None, "https://github.com") == {}
+
+
+async def test_task_from_issue_clones_when_no_repo_is_given(
+    tmp_path: Path, cache_dir: Path, github: FakeGitHub, token: str, project: Project
+) -> None:
+    server = tmp_path / "server"
+    git(tmp_path, "clone", "-q", "--bare", str(project.bare), str(server / "octo" / "calc.git"))
+    ref = parse_issue_ref("https://github.com/octo/calc/issues/7")
+    ref = IssueRef(ref.owner, ref.repo, ref.number)  # as if given as octo/calc#7
+    async with GitHubClient(token, api_url=github.api_url) as gh:
+        cloned = await task_from_issue(
+            gh, ref, repo=None, cache_dir=cache_dir, server_url=str(server)
+        )
+        given = await task_from_issue(gh, ref, repo=project.work, cache_dir=cache_dir)
+    assert cloned.task_id == given.task_id == "octo__calc-7"
+    assert cloned.base_commit == given.base_commit == project.base
+    assert Path(cloned.repo).is_relative_to(cache_dir) and given.repo == str(project.work)
+    assert cloned.title == "add() subtracts" and "Same here on 1.2." in cloned.issue
+    assert cloned.metadata == {"github_issue": "octo/calc#7"}
+
+
+def test_redactor_masks_environment_secrets() -> None:
+    redact = Redactor.from_environ(
+        {
+            "OPENAI_API_KEY": "sk-abcdefgh123",
+            "HOME": "/root",
+            "TOKENIZERS_PARALLELISM": "false",
+            "MY_SECRET": "hunter2hunter2",
+        },
+        extra=["ghs_tokentoken"],
+    )
+    text = "key sk-abcdefgh123, pw hunter2hunter2, tok ghs_tokentoken, home /root, false"
+    assert redact(text) == "key ***, pw ***, tok ***, home /root, false"
+    assert "sk-abc" not in repr(redact)
