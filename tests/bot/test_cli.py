@@ -151,4 +151,4 @@ def test_without_the_pipeline_the_failure_is_reported_on_the_issue(
     assert proc.returncode == 1
     assert "solve pipeline not available" in proc.stderr
     ack = github.issue_comments(REPO, ISSUE)[-1]["body"]
-    assert "failed while solving" in ack and "solve pipeline not available" in ack
+    assert "failed while preparing the run" in ack and "solve pipeline not available" in ack
