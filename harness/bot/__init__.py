@@ -2,6 +2,7 @@
 references for `harness solve`.
 
     github.py   async REST client (retries, rate limits, errors; the token never leaks)
+    models.py   what the endpoints return, as frozen dataclasses
     events.py   event payloads -> Trigger; the `/harness solve [options]` command
     runner.py   GitHubBot: trust check, acknowledgement, solve, push, pull request
     render.py   the markdown it posts, with hidden idempotency markers

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from harness.bot.github import Issue, check_full_name, issue_from_json
+from harness.bot.github import check_full_name
+from harness.bot.models import Issue, issue_from_json
 from harness.errors import ConfigError, GitHubError
 
 DEFAULT_TRUSTED = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})

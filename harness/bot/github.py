@@ -12,13 +12,21 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from harness import __version__
+from harness.bot.models import (
+    Comment,
+    Issue,
+    PullRequest,
+    Repository,
+    comment_from_json,
+    issue_from_json,
+    pull_from_json,
+)
 from harness.bot.redact import Redactor
 from harness.errors import GitHubError
 
@@ -39,43 +47,6 @@ class RateLimited(GitHubError):
     def __init__(self, message: str, *, status: int, reset_at: float | None, hint: str) -> None:
         super().__init__(message, status=status, hint=hint)
         self.reset_at = reset_at
-
-
-@dataclass(frozen=True)
-class Repository:
-    full_name: str
-    default_branch: str
-    clone_url: str
-    private: bool = False
-
-
-@dataclass(frozen=True)
-class Issue:
-    number: int
-    title: str
-    body: str
-    user: str
-    state: str
-    html_url: str
-    is_pull_request: bool = False
-
-
-@dataclass(frozen=True)
-class Comment:
-    id: int
-    body: str
-    user: str
-    user_type: str  # "User" or "Bot"
-    author_association: str
-    html_url: str
-
-
-@dataclass(frozen=True)
-class PullRequest:
-    number: int
-    html_url: str
-    state: str
-    head: str  # branch name
 
 
 def check_full_name(full_name: str) -> str:
@@ -344,39 +315,6 @@ class GitHubClient:
             if role in ("admin", "maintain", "write", "triage", "read")
             else (str(data.get("permission") or "none"))
         )
-
-
-def issue_from_json(data: Any) -> Issue:
-    return Issue(
-        number=int(data["number"]),
-        title=str(data.get("title") or ""),
-        body=str(data.get("body") or ""),
-        user=str((data.get("user") or {}).get("login") or ""),
-        state=str(data.get("state") or "open"),
-        html_url=str(data.get("html_url") or ""),
-        is_pull_request=data.get("pull_request") is not None,
-    )
-
-
-def comment_from_json(data: Any) -> Comment:
-    user = data.get("user") or {}
-    return Comment(
-        id=int(data["id"]),
-        body=str(data.get("body") or ""),
-        user=str(user.get("login") or ""),
-        user_type=str(user.get("type") or "User"),
-        author_association=str(data.get("author_association") or "NONE"),
-        html_url=str(data.get("html_url") or ""),
-    )
-
-
-def pull_from_json(data: Any) -> PullRequest:
-    return PullRequest(
-        number=int(data["number"]),
-        html_url=str(data.get("html_url") or ""),
-        state=str(data.get("state") or "open"),
-        head=str((data.get("head") or {}).get("ref") or ""),
-    )
 
 
 def _json(resp: httpx.Response) -> Any:

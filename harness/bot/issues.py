@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from harness.bot.git import auth_env, clone_cached, clone_url
-from harness.bot.github import Comment, GitHubClient, Issue
+from harness.bot.github import GitHubClient
+from harness.bot.models import Comment, Issue
 from harness.bot.redact import Redactor
 from harness.errors import TaskError
 from harness.sandboxes.checkout import resolve_commit

@@ -24,8 +24,9 @@ from harness.bot.events import (
     parse_event,
 )
 from harness.bot.git import Author, auth_env, check_repo_path, commit_patch, head_sha, push_branch
-from harness.bot.github import Comment, GitHubClient, PullRequest
+from harness.bot.github import GitHubClient
 from harness.bot.issues import IssueRef, fetch_issue_text
+from harness.bot.models import Comment, PullRequest
 from harness.bot.redact import Redactor
 from harness.bot.testfile import repository_test
 from harness.errors import GitHubError, HarnessError
