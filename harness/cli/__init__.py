@@ -44,6 +44,9 @@ def _register() -> None:
     from harness.cli import sandbox
 
     app.add_typer(sandbox.app, name="sandbox")
+    from harness.cli import bot
+
+    app.add_typer(bot.app, name="bot")
 
 
 def report_error(exc: HarnessError) -> None:

@@ -1,0 +1,158 @@
+"""`harness bot github`: act on a GitHub Actions event (issue labeled, `/harness solve`)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from harness.bot.redact import Redactor
+from harness.cli.common import cache_dir, run
+from harness.errors import ConfigError, HarnessError
+
+app = typer.Typer(help="Run harness as a bot (GitHub Actions).", no_args_is_help=True)
+err = Console(stderr=True)
+TOKEN_VARS = ("GITHUB_TOKEN", "GH_TOKEN")
+
+
+@app.command("github")
+def github(
+    event: Path | None = typer.Option(
+        None, "--event", help="The event payload JSON (default: $GITHUB_EVENT_PATH)."
+    ),
+    event_name: str | None = typer.Option(
+        None, help="issues or issue_comment (default: $GITHUB_EVENT_NAME, else inferred)."
+    ),
+    repo: Path = typer.Option(Path("."), help="The checked-out repository."),
+    label: str = typer.Option("harness", help="The label that asks for a fix."),
+    trust: str = typer.Option(
+        "OWNER,MEMBER,COLLABORATOR", help="author_association values that may trigger a run."
+    ),
+    branch: str = typer.Option("harness/issue-{number}", help="Branch name template."),
+    test_path: str = typer.Option(
+        "tests/harness/test_issue_{number}.py", help="Where a verified reproduction test goes."
+    ),
+    model: str | None = typer.Option(None, help="Default model spec."),
+    samples: int | None = typer.Option(None, help="Default number of trajectories."),
+    budget_usd: float | None = typer.Option(None, help="Default dollar budget per run."),
+    max_samples: int = typer.Option(16, help="Most samples a /harness command may ask for."),
+    max_budget_usd: float = typer.Option(20.0, help="Largest budget a command may ask for."),
+    allowed_models: str = typer.Option(
+        "", help="Comma-separated model specs a command may pick (default: any)."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, help="Where runs go (default: $RUNNER_TEMP/harness-runs, else the cache)."
+    ),
+    solver: str | None = typer.Option(
+        None, help="module:function that builds the Solver from SolveOptions."
+    ),
+    remote: str = typer.Option("origin", help="Git remote to push the branch to."),
+) -> None:
+    """Handle one `issues` / `issue_comment` event: acknowledge, solve, open a pull request."""
+    from harness.bot import BotConfig, GitHubBot, OptionLimits, SolveOptions
+    from harness.bot.github import GitHubClient
+    from harness.bot.runner import default_solver_factory
+
+    env = os.environ
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    redact = Redactor.from_environ(env, extra=[token] if token else [])
+    # Nothing started from here on (solver, sandboxes, git) inherits the GitHub token.
+    for name in TOKEN_VARS:
+        os.environ.pop(name, None)
+    if not token:
+        _fail(redact, ConfigError("GITHUB_TOKEN is not set", hint="pass secrets.GITHUB_TOKEN"))
+    event_path = event or (Path(env["GITHUB_EVENT_PATH"]) if env.get("GITHUB_EVENT_PATH") else None)
+    if event_path is None:
+        _fail(redact, ConfigError("no event payload", hint="pass --event or set GITHUB_EVENT_PATH"))
+    try:
+        payload: dict[str, Any] = json.loads(event_path.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(redact, ConfigError(f"cannot read the event payload {event_path}: {exc}"))
+    name = event_name or env.get("GITHUB_EVENT_NAME") or _infer_event_name(payload)
+    server_url = env.get("GITHUB_SERVER_URL") or "https://github.com"
+    run_url = None
+    if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+        run_url = f"{server_url}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    runner_temp = env.get("RUNNER_TEMP")
+    runs = run_dir or (
+        Path(runner_temp) / "harness-runs" if runner_temp else cache_dir() / "bot-runs"
+    )
+    config = BotConfig(
+        label=label,
+        trusted=frozenset(t.strip().upper() for t in trust.split(",") if t.strip()),
+        branch=branch,
+        test_path=test_path,
+        defaults=SolveOptions(samples=samples, model=model, budget_usd=budget_usd),
+        limits=OptionLimits(
+            max_samples=max_samples,
+            max_budget_usd=max_budget_usd,
+            allowed_models=tuple(m.strip() for m in allowed_models.split(",") if m.strip()),
+        ),
+        remote=remote,
+        server_url=server_url,
+        run_url=run_url,
+    )
+    factory = _load_factory(solver, redact) if solver else default_solver_factory
+
+    def log(line: str) -> None:
+        err.print(f"[dim]harness-bot:[/] {escape(redact(line))}", highlight=False, soft_wrap=True)
+
+    async def main() -> str:
+        api_url = env.get("GITHUB_API_URL") or "https://api.github.com"
+        async with GitHubClient(token, api_url=api_url) as client:
+            bot = GitHubBot(
+                client,
+                factory,
+                config,
+                repo=repo.resolve(),
+                run_root=runs,
+                token=token,
+                redact=redact,
+                log=log,
+            )
+            outcome = await bot.handle(name, payload)
+        return f"{outcome.action}: {outcome.detail}" + (
+            f" {outcome.pull_url}" if outcome.pull_url else ""
+        )
+
+    try:
+        summary = run(main())
+    except HarnessError as exc:
+        _fail(redact, exc)
+    except Exception as exc:  # an unexpected bug: show it, but redacted
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(redact(text))
+        raise typer.Exit(1) from None
+    typer.echo(redact(summary))
+
+
+def _infer_event_name(payload: dict[str, Any]) -> str:
+    if "comment" in payload:
+        return "issue_comment"
+    return "issues" if "issue" in payload else "unknown"
+
+
+def _load_factory(spec: str, redact: Redactor) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        _fail(redact, ConfigError(f"--solver {spec!r}: expected module:function"))
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        _fail(redact, ConfigError(f"--solver {spec!r}: cannot import it ({exc})"))
+    return factory
+
+
+def _fail(redact: Redactor, exc: HarnessError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {redact(exc.message)}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"[yellow]hint:[/] {redact(exc.hint)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2 if isinstance(exc, ConfigError) else 1)

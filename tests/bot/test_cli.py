@@ -1,0 +1,154 @@
+"""`python -m harness bot github --event FILE` in a subprocess, against the loopback GitHub."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bot.conftest import ISSUE, REPO, Project, comment_event, label_event, write_event
+from tests.bot.ghserver import FakeGitHub
+from tests.conftest import git
+
+ROOT = Path(__file__).resolve().parents[2]
+API_KEY = "sk-test-" + "9" * 24
+
+
+def run_cli(
+    tmp_path: Path, project: Project, env: dict[str, str], payload: dict[str, Any], *args: str
+) -> subprocess.CompletedProcess[str]:
+    event = write_event(tmp_path / "event.json", payload)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "GH_"))}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "bot",
+            "github",
+            "--event",
+            str(event),
+            "--repo",
+            str(project.work),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            *args,
+        ],
+        cwd=ROOT,
+        env={**base, "HARNESS_CACHE_DIR": str(tmp_path / "cache"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def env(github: FakeGitHub, token: str) -> dict[str, str]:
+    return {
+        "GITHUB_TOKEN": token,
+        "GITHUB_API_URL": github.api_url,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_REPOSITORY": REPO,
+        "GITHUB_RUN_ID": "99",
+        "GITHUB_EVENT_NAME": "issues",
+        "OPENAI_API_KEY": API_KEY,
+    }
+
+
+def test_label_event_opens_a_pull_request(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str], token: str
+) -> None:
+    proc = run_cli(
+        tmp_path,
+        project,
+        env,
+        label_event(github),
+        "--solver",
+        "tests.bot.solvers:make_leaky_solver",
+        "--samples",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"opened: pull request #101 https://github.com/{REPO}/pull/101"
+    assert (
+        git(project.bare, "show", "harness/issue-7:calc.py") == "def add(a, b):\n    return a + b"
+    )
+    (seen_file,) = (tmp_path / "runs").glob("*/seen.json")
+    seen = json.loads(seen_file.read_text())
+    assert seen["github_token_in_env"] is False  # the solver's process has no GitHub token
+    assert seen["options"] == {"samples": 2, "model": None, "budget_usd": None}
+    body = github.pulls[0]["body"]
+    assert "debug: OPENAI_API_KEY=***" in body
+    assert "https://github.com/octo/calc/actions/runs/99" in body
+    everything = proc.stdout + proc.stderr + json.dumps([r.body for r in github.requests])
+    assert token not in everything and API_KEY not in everything
+
+
+def test_untrusted_comment_is_refused(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+) -> None:
+    payload = comment_event(github, "/harness solve", user="drive-by", association="NONE")
+    proc = run_cli(
+        tmp_path,
+        project,
+        {**env, "GITHUB_EVENT_NAME": "issue_comment"},
+        payload,
+        "--solver",
+        "tests.bot.solvers:make_solver",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused: @drive-by is NONE")
+    assert not (tmp_path / "runs").exists()
+    assert "nothing was started" in github.issue_comments(REPO, ISSUE)[-1]["body"]
+
+
+def test_missing_token_is_a_usage_error(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+) -> None:
+    proc = run_cli(tmp_path, project, {**env, "GITHUB_TOKEN": ""}, label_event(github))
+    assert proc.returncode == 2 and "GITHUB_TOKEN is not set" in proc.stderr
+    assert github.requests == []
+
+
+def test_rejected_token_fails_clearly_without_showing_it(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str], token: str
+) -> None:
+    wrong = "ghs_" + "x" * 36
+    proc = run_cli(
+        tmp_path,
+        project,
+        {**env, "GITHUB_TOKEN": wrong},
+        label_event(github),
+        "--solver",
+        "tests.bot.solvers:make_solver",
+    )
+    assert proc.returncode == 1
+    assert "rejected the token (401: Bad credentials)" in proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+
+
+def test_bad_solver_spec(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+) -> None:
+    proc = run_cli(tmp_path, project, env, label_event(github), "--solver", "no.such:thing")
+    assert proc.returncode == 2 and "--solver 'no.such:thing': cannot import it" in proc.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("harness.orchestrator") is not None,
+    reason="the real pipeline exists: default_solver_factory no longer fails",
+)
+def test_without_the_pipeline_the_failure_is_reported_on_the_issue(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+) -> None:
+    proc = run_cli(tmp_path, project, env, label_event(github))
+    assert proc.returncode == 1
+    assert "solve pipeline not available" in proc.stderr
+    ack = github.issue_comments(REPO, ISSUE)[-1]["body"]
+    assert "failed while preparing the run" in ack and "solve pipeline not available" in ack
