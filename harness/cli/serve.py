@@ -13,8 +13,6 @@ from harness.cli.model import store_from_env
 from harness.llm.model_store import DEFAULT_MODEL
 from harness.llm.specs import make_llm, spec_forms
 
-console = Console()
-
 
 def serve(
     model: Annotated[
@@ -43,7 +41,7 @@ async def _serve(model: str, host: str, port: int, device: str | None) -> None:
     )
     try:
         async with serving(llm, host=host, port=port, log_level="info") as base_url:
-            console.print(
+            Console().print(
                 f"serving {llm.model_name} at {base_url}", highlight=False, soft_wrap=True
             )
             await asyncio.Event().wait()  # until Ctrl-C / SIGTERM stops the server

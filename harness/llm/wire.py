@@ -48,7 +48,8 @@ def parse_chat_request(body: object) -> ParsedRequest:
     )
     if sampling.top_p == 0:
         raise BadRequest("'top_p' must be greater than 0")
-    options = body.get("stream_options") or {}
+    options = body.get("stream_options")
+    options = {} if options is None else options
     if not isinstance(options, dict):
         raise BadRequest("'stream_options' must be an object")
     return ParsedRequest(

@@ -18,7 +18,21 @@ from harness.llm.scripted import ScriptedLLM
 from harness.llm.server import serving
 from tests.fixtures.tiny_model import CONTEXT_WINDOW
 
-_WORDS = "fix the test patch diff import return value error list none sandbox run".split()
+_WORDS = [
+    "fix",
+    "the",
+    "test",
+    "patch",
+    "diff",
+    "import",
+    "return",
+    "value",
+    "error",
+    "list",
+    "none",
+    "sandbox",
+    "run",
+]
 
 
 def deterministic_text(request: ChatRequest) -> str:
@@ -85,7 +99,9 @@ async def test_stop_string_trims_at_its_first_occurrence(llm: LLM) -> None:
     full = (await llm.chat(ask("Fix the failing test", max_tokens=40))).text
     # A stop string from the middle of the greedy answer, made of plain characters.
     start = next(
-        i for i in range(4, len(full) - 2) if all(c.isascii() and c.isprintable() for c in full[i : i + 2])
+        i
+        for i in range(4, len(full) - 2)
+        if all(c.isascii() and c.isprintable() for c in full[i : i + 2])
     )
     stop = full[start : start + 2]
     response = await llm.chat(ask("Fix the failing test", max_tokens=40, stop=(stop,)))
