@@ -137,8 +137,12 @@ class LocalLLM:
         self.context_window = context_window or _context_window(model, tokenizer)
         eos = model.generation_config.eos_token_id
         self._eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
-        pad = model.generation_config.pad_token_id
-        self._pad_id = pad if pad is not None else tokenizer.pad_token_id
+        pads = (
+            model.generation_config.pad_token_id,
+            tokenizer.pad_token_id,
+            *sorted(self._eos_ids),
+        )
+        self._pad_id = next((p for p in pads if p is not None), None)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harness-llm")
         self._active: set[threading.Event] = set()
         self._closed = False
@@ -160,7 +164,10 @@ class LocalLLM:
         if gguf_file is not None:
             options["gguf_file"] = gguf_file
         on_gpu = device.startswith("cuda")
-        dtype: Any = torch.float32 if not on_gpu else ("auto" if gguf_file is None else "bfloat16")
+        # GGUF weights dequantize to float32 unless told otherwise; bf16 halves GPU memory.
+        dtype: Any = (
+            torch.float32 if not on_gpu else ("auto" if gguf_file is None else torch.bfloat16)
+        )
         # Spread over GPUs (accelerate) only when one GPU cannot comfortably hold the weights.
         spread = on_gpu and (
             torch.cuda.device_count() > 1

@@ -79,14 +79,16 @@ def build_app(llm: LLM) -> Starlette:
         except BadRequest as e:
             return error_response(400, str(e))
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        if not parsed.stream:
+            try:
+                response = await llm.chat(parsed.request)
+            except HarnessError as e:
+                return _llm_error_response(e)
+            return JSONResponse(_completion(completion_id, response))
         events = _events(llm, parsed)
         try:
+            # Errors found before the first token (a prompt too long) still get a status code.
             first = await anext(events)
-            if not parsed.stream:
-                final = first
-                while not isinstance(final, ChatResponse):
-                    final = await anext(events)
-                return JSONResponse(_completion(completion_id, final))
         except HarnessError as e:
             await events.aclose()
             return _llm_error_response(e)
