@@ -2,11 +2,11 @@
 
     python -m benchmarks.llm_backends [--wheel PATH] [--reps 3] [--max-tokens 64]
 
-Modes run interleaved per repetition so that load from other processes hits them alike:
+Modes run interleaved per prompt so that load from other processes hits them alike:
   in_process     LocalLLM.chat
   serve          OpenAIHTTP -> harness serve (same LocalLLM), non-streaming
   serve_stream   raw SSE streaming from harness serve; also time to first token
-  serve_4x       4 concurrent clients through serve (the backend runs them in turn)
+  serve_4x       the 4 prompts as concurrent clients through serve (run in turn inside)
 Writes benchmarks/results/llm_backends.json with the machine described.
 """
 
@@ -19,7 +19,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import httpx
 import torch
 import transformers
 
-from harness.llm.base import ChatRequest, Message, Sampling
+from harness.llm.base import ChatRequest, ChatResponse, Message, Sampling
 from harness.llm.local import LocalLLM
 from harness.llm.model_store import DEFAULT_MODEL, ModelStore, default_cache_dir
 from harness.llm.openai_http import OpenAIHTTP
@@ -71,10 +71,15 @@ def request(prompt: str, max_tokens: int) -> ChatRequest:
     )
 
 
-async def timed(run: Callable[[], Awaitable[int]]) -> tuple[int, float]:
+async def timed(work: Awaitable[int]) -> tuple[int, float]:
+    """Completion tokens and seconds of `work` (a coroutine starts only when awaited)."""
     start = time.perf_counter()
-    tokens = await run()
+    tokens = await work
     return tokens, time.perf_counter() - start
+
+
+async def tokens_of(reply: Awaitable[ChatResponse]) -> int:
+    return (await reply).usage.completion_tokens
 
 
 async def stream_once(http: httpx.AsyncClient, url: str, req: ChatRequest) -> tuple[int, float]:
@@ -116,46 +121,44 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await llm.chat(reqs[0])  # warm-up
         await client.chat(reqs[0])
 
-        async def local_all() -> int:
-            return sum([(await llm.chat(r)).usage.completion_tokens for r in reqs])
+        async def streamed(req: ChatRequest) -> int:
+            tokens, ttft = await stream_once(http, url, req)
+            ttfts.append(ttft)
+            return tokens
 
-        async def served_all() -> int:
-            return sum([(await client.chat(r)).usage.completion_tokens for r in reqs])
-
-        async def streamed_all() -> int:
-            total = 0
-            for r in reqs:
-                tokens, ttft = await stream_once(http, url, r)
-                total += tokens
-                ttfts.append(ttft)
-            return total
-
-        async def concurrent_all() -> int:
+        async def concurrent() -> int:
             replies = await asyncio.gather(*(client.chat(r) for r in reqs))
             return sum(r.usage.completion_tokens for r in replies)
 
-        modes = {
-            "in_process": local_all,
-            "serve": served_all,
-            "serve_stream": streamed_all,
-            "serve_4x": concurrent_all,
-        }
+        # Interleave per prompt so background load hits every mode alike.
         for _ in range(args.reps):
-            for name, run in modes.items():
-                samples.setdefault(name, []).append(await timed(run))
+            for req in reqs:
+                runs = {
+                    "in_process": tokens_of(llm.chat(req)),
+                    "serve": tokens_of(client.chat(req)),
+                    "serve_stream": streamed(req),
+                }
+                for name, work in runs.items():
+                    samples.setdefault(name, []).append(await timed(work))
+            samples.setdefault("serve_4x", []).append(await timed(concurrent()))
         await client.aclose()
     await llm.aclose()
-    results = {}
-    for name, runs in samples.items():
-        rates = [tokens / seconds for tokens, seconds in runs]
+    results: dict[str, dict[str, Any]] = {}
+    for name, runs_done in samples.items():
+        rates = [tokens / seconds for tokens, seconds in runs_done]
+        tokens = sum(t for t, _ in runs_done)
+        seconds = sum(s for _, s in runs_done)
         results[name] = {
-            "tokens_per_s_median": round(statistics.median(rates), 2),
-            "tokens_per_s_each_rep": [round(r, 2) for r in rates],
-            "completion_tokens_per_rep": [tokens for tokens, _ in runs],
+            "calls": len(runs_done),
+            "completion_tokens": tokens,
+            "seconds": round(seconds, 2),
+            "tokens_per_s_overall": round(tokens / seconds, 2),
+            "tokens_per_s_median_call": round(statistics.median(rates), 2),
+            "tokens_per_s_min_max_call": [round(min(rates), 2), round(max(rates), 2)],
         }
     results["serve_stream"]["time_to_first_token_s_median"] = round(statistics.median(ttfts), 4)
-    local = results["in_process"]["tokens_per_s_median"]
-    served = results["serve"]["tokens_per_s_median"]
+    local = results["in_process"]["tokens_per_s_median_call"]
+    served = results["serve"]["tokens_per_s_median_call"]
     return {
         "benchmark": "llm_backends",
         "model": f"{DEFAULT_MODEL} (SmolLM2-135M-Instruct Q4_1 GGUF, dequantized to float32)",

@@ -168,11 +168,12 @@ class LocalLLM:
         dtype: Any = (
             torch.float32 if not on_gpu else ("auto" if gguf_file is None else torch.bfloat16)
         )
-        # Spread over GPUs (accelerate) only when one GPU cannot comfortably hold the weights.
-        spread = on_gpu and (
-            torch.cuda.device_count() > 1
-            or _weight_bytes(model_dir, gguf_file)
-            > 0.7 * torch.cuda.get_device_properties(0).total_memory
+        # Let accelerate place layers (over GPUs, then CPU) only when the weights would not
+        # fit comfortably on the chosen GPU; small models run faster on one device.
+        spread = (
+            on_gpu
+            and _weight_bytes(model_dir, gguf_file)
+            > 0.7 * torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
         )
         try:
             tokenizer: Any = AutoTokenizer.from_pretrained(model_dir, **options)

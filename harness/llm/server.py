@@ -25,8 +25,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from harness.errors import ConfigError, ContextTooLong, HarnessError, LLMError
-from harness.llm.base import LLM, ChatResponse, StreamingLLM, TextDelta
-from harness.llm.wire import BadRequest, ParsedRequest, parse_chat_request
+from harness.llm.base import LLM, ChatRequest, ChatResponse, StreamingLLM, TextDelta
+from harness.llm.wire import BadRequest, parse_chat_request
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,13 @@ def _llm_error_response(exc: HarnessError) -> JSONResponse:
     return error_response(500, str(exc), kind="server_error")
 
 
-async def _events(
-    llm: LLM, parsed: ParsedRequest
-) -> AsyncGenerator[TextDelta | ChatResponse, None]:
+async def _events(llm: LLM, request: ChatRequest) -> AsyncGenerator[TextDelta | ChatResponse, None]:
     """Stream when the backend can; otherwise one delta with the whole answer."""
     if isinstance(llm, StreamingLLM):
-        async for event in llm.stream(parsed.request):
+        async for event in llm.stream(request):
             yield event
         return
-    response = await llm.chat(parsed.request)
+    response = await llm.chat(request)
     if response.text:
         yield TextDelta(response.text)
     yield response
@@ -85,14 +83,14 @@ def build_app(llm: LLM) -> Starlette:
             except HarnessError as e:
                 return _llm_error_response(e)
             return JSONResponse(_completion(completion_id, response))
-        events = _events(llm, parsed)
+        events = _events(llm, parsed.request)
         try:
             # Errors found before the first token (a prompt too long) still get a status code.
             first = await anext(events)
         except HarnessError as e:
             await events.aclose()
             return _llm_error_response(e)
-        stream = _sse(completion_id, llm.model_name, parsed, first, events)
+        stream = _sse(completion_id, llm.model_name, parsed.include_usage, first, events)
         return StreamingResponse(
             stream, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
@@ -145,7 +143,7 @@ def _usage(response: ChatResponse) -> dict[str, int]:
 async def _sse(
     completion_id: str,
     model: str,
-    parsed: ParsedRequest,
+    include_usage: bool,
     first: TextDelta | ChatResponse,
     events: AsyncGenerator[TextDelta | ChatResponse, None],
 ) -> AsyncIterator[str]:
@@ -171,7 +169,7 @@ async def _sse(
             yield chunk({"content": event.text})
             event = await anext(events)
         yield chunk({}, event.finish_reason)
-        if parsed.include_usage:
+        if include_usage:
             usage = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
             yield _data({**usage, "model": model, "choices": [], "usage": _usage(event)})
     except HarnessError as e:
