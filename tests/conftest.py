@@ -1,7 +1,9 @@
-"""Suite-wide fixtures: real git repositories, and CI's rule that a skipped Docker test fails."""
+"""Suite-wide fixtures: real git repositories, a tiny real transformers model, Docker, and
+CI's rule that a skipped Docker test fails."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from collections.abc import Iterator
@@ -9,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fixtures.tiny_model import build_tiny_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -86,3 +90,19 @@ async def docker_backend(request: pytest.FixtureRequest, cache_dir: Path) -> Any
         pytest.skip(f"docker unavailable: {reason}")
     async with DockerBackend(cache_dir) as backend:
         yield backend
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer and ChatML template (window 256)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tiny_model_dir: Path) -> Iterator[object]:
+    """The tiny model loaded once per session in the in-process backend (a LocalLLM)."""
+    from harness.llm.local import LocalLLM
+
+    llm = LocalLLM.from_pretrained(str(tiny_model_dir), device="cpu", name="tiny")
+    yield llm
+    asyncio.run(llm.aclose())

@@ -38,15 +38,22 @@ def _root(
     """harness: many trajectories in parallel, each iterating; voting and selection pick one."""
 
 
+_registered = False
+
+
 def _register() -> None:
     # Imported here so `import harness.cli` stays cheap and free of side effects.
-    # Command groups add themselves here, one line each.
-    from harness.cli import sandbox
+    # Command groups add themselves here, one line each. Idempotent (tests call it too).
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from harness.cli import bot, model, sandbox, serve
 
     app.add_typer(sandbox.app, name="sandbox")
-    from harness.cli import bot
-
     app.add_typer(bot.app, name="bot")
+    app.add_typer(model.app)
+    app.command("serve")(serve.serve)
 
 
 def report_error(exc: HarnessError) -> None:

@@ -6,6 +6,7 @@ let the in-process engine keep a trajectory's KV cache across the tool call that
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -76,3 +77,21 @@ class LLM(Protocol):
     async def chat(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of a streamed answer. A stream ends with the full `ChatResponse`."""
+
+    text: str
+
+
+@runtime_checkable
+class StreamingLLM(LLM, Protocol):
+    """An LLM that can also stream: text deltas as they decode, then the final response.
+
+    The deltas joined equal the final response's text. Closing the iterator early cancels
+    the generation.
+    """
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResponse]: ...

@@ -323,12 +323,26 @@ def _logs(container: Any) -> str:
         return ""
 
 
-def _remove_container(container: Any) -> None:
+def _remove_container(container: Any, wait_s: float = 30.0) -> None:
+    """Remove the container and return once it is gone (auto-remove may be racing us)."""
     import docker.errors
 
-    # NotFound: auto-remove got there first; APIError 409: removal already in progress.
-    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+    try:
         container.remove(force=True)
+        return
+    except docker.errors.NotFound:
+        return
+    except docker.errors.APIError:  # 409: a removal (auto-remove) is already in progress
+        pass
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError:
+            pass
+        time.sleep(0.1)
 
 
 def _remove_image(client: Any, image_id: str) -> bool:

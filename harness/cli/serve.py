@@ -1,0 +1,49 @@
+"""`harness serve`: an OpenAI-compatible server over any model spec (in-process by default)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from harness.cli.model import store_from_env
+from harness.llm.model_store import DEFAULT_MODEL
+from harness.llm.specs import make_llm, spec_forms
+
+
+def serve(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help=f"Model spec; {spec_forms()}.")
+    ] = DEFAULT_MODEL,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8000,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
+    ] = None,
+) -> None:
+    """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health."""
+    asyncio.run(_serve(model, host, port, device))
+
+
+async def _serve(model: str, host: str, port: int, device: str | None) -> None:
+    from harness.llm.server import serving  # uvicorn and starlette load only here
+
+    llm = await make_llm(
+        model,
+        store=store_from_env(),
+        fetch_missing=True,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+        base_url=os.environ.get("OPENAI_BASE_URL"),
+        device=device,
+    )
+    try:
+        async with serving(llm, host=host, port=port, log_level="info") as base_url:
+            Console().print(
+                f"serving {llm.model_name} at {base_url}", highlight=False, soft_wrap=True
+            )
+            await asyncio.Event().wait()  # until Ctrl-C / SIGTERM stops the server
+    finally:
+        await llm.aclose()

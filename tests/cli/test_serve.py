@@ -1,0 +1,98 @@
+"""`harness serve` as a user runs it: a subprocess on a free port, then Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from harness.llm.base import ChatRequest, Message, Sampling
+from harness.llm.local import LocalLLM
+from harness.llm.openai_http import OpenAIHTTP
+
+
+@asynccontextmanager
+async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
+    """Run `python -m harness serve ARGS --port 0`; yield the base URL it prints."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        *args,
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+        match = re.search(r"at (http://\S+/v1)", line)
+        assert match, line + (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+        yield match.group(1)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_serve_answers_like_the_in_process_model(
+    tiny_model_dir: Path, tiny_llm: LocalLLM, tmp_path: Path
+) -> None:
+    request = ChatRequest(
+        messages=(Message("user", "Fix the failing test"),), sampling=Sampling(max_tokens=12)
+    )
+    expected = await tiny_llm.chat(request)
+    env = {"HARNESS_CACHE_DIR": str(tmp_path)}
+    async with harness_serve("--model", f"hf:{tiny_model_dir}", "--device", "cpu", env=env) as url:
+        async with httpx.AsyncClient() as http:
+            health = await http.get(url.removesuffix("/v1") + "/health")
+        client = OpenAIHTTP(str(tiny_model_dir), base_url=url)
+        response = await client.chat(request)
+        await client.aclose()
+    assert health.json()["status"] == "ok"
+    assert (response.text, response.usage) == (expected.text, expected.usage)
+
+
+async def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
+    script = tmp_path / "replies.json"
+    script.write_text('["hello"]')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "harness",
+        "serve",
+        "--model",
+        f"script:{script}",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert "serving" in (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 60) == 130
+
+
+def test_bad_spec_exits_2_with_the_valid_forms(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "serve", "--model", "gpt-4o"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HARNESS_CACHE_DIR": str(tmp_path), "COLUMNS": "250"},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: unknown model name 'gpt-4o'" in result.stderr
+    assert "openai:<model>" in result.stderr

