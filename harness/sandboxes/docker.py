@@ -33,6 +33,9 @@ LABEL_IMAGE = "harness.image"  # "base" | "snapshot" | "fork"
 SANDBOX_USER = "1000:1000"
 DEFAULT_IMAGE = "harness-base:latest"
 CA_PATH = "/etc/ssl/certs/harness-ca-bundle.crt"
+# Labels of images committed from containers. A commit inherits its base image's labels;
+# blanking the base's recipe key keeps a snapshot from ever passing for a base image.
+_DERIVED = {LABEL: "1", "harness.base.key": ""}
 CA_ENV = (
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
@@ -185,7 +188,7 @@ class DockerBackend:
             parent.container.commit,
             repository="harness-fork",
             tag=uuid.uuid4().hex[:12],
-            conf={"Labels": {LABEL: "1", LABEL_OWNER: owner_label(), LABEL_IMAGE: "fork"}},
+            conf={"Labels": {**_DERIVED, LABEL_OWNER: owner_label(), LABEL_IMAGE: "fork"}},
         )
         self._fork_images.append(image.id)
         child = await self._start(client, parent.spec, image.id, owned_image=image.id)
@@ -299,7 +302,7 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
             repository="harness-snapshot",
             tag=key,
             conf={
-                "Labels": {LABEL: "1", LABEL_IMAGE: f"snapshot-{key}"},
+                "Labels": {**_DERIVED, LABEL_IMAGE: f"snapshot-{key}"},
                 "WorkingDir": spec.workdir,
             },
         )

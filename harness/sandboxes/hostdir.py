@@ -49,6 +49,10 @@ class HostDirBackend(abc.ABC):
     def scratch_for(self, root: Path) -> str:
         """A writable directory outside the work tree, as seen inside the sandbox."""
 
+    def agent_env(self, spec: SandboxSpec) -> dict[str, str] | None:
+        """The agent's environment; None inherits ours (backends that clear it themselves)."""
+        return None
+
     def preexec(self, spec: SandboxSpec) -> None:  # noqa: B027 - optional hook
         """Runs in the agent's child process before exec (rlimits); nothing by default."""
 
@@ -78,6 +82,7 @@ class HostDirBackend(abc.ABC):
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
+                    env=self.agent_env(spec),
                     start_new_session=True,
                     preexec_fn=lambda: self.preexec(spec),
                 )

@@ -1,4 +1,4 @@
-"""Build the base image sandboxes run in: python3, venv, pip, git, patch, a `sandbox` user.
+"""Build the base image sandboxes run in: python3, venv, pip, pytest, git, patch, a `sandbox` user.
 
 From a registry image when one can be pulled, otherwise from Debian packages with
 debootstrap + `docker import` (machines with no registry). Builds are keyed by their recipe
@@ -37,6 +37,7 @@ class BaseImageRecipe:
         "python3",
         "python3-venv",
         "python3-pip",
+        "python3-pytest",
         "git",
         "patch",
         "ca-certificates",
@@ -69,7 +70,9 @@ async def build_base(
         raise ImageError(f"CA bundle {recipe.ca_bundle} is not a file")
     key = recipe.key()
     if not rebuild:
-        found = await asyncio.to_thread(client.images.list, filters={"label": f"{LABEL_KEY}={key}"})
+        # Snapshot and fork images inherit the base's labels: ask for base images only.
+        labels = [f"{LABEL_KEY}={key}", f"{LABEL_IMAGE}=base"]
+        found = await asyncio.to_thread(client.images.list, filters={"label": labels})
         if found:
             image = found[0]
             await asyncio.to_thread(_tag, image, recipe.tag)

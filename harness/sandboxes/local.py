@@ -6,6 +6,7 @@ a throwaway sandbox); the CLI prints a warning.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +19,27 @@ WARNING = (
 )
 
 
+# Only these reach commands: never the host's tokens and API keys.
+PASSED_ENV = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TMPDIR",
+    "USER",
+    "SHELL",
+    "VIRTUAL_ENV",
+)
+
+
 class LocalBackend(HostDirBackend):
     name = "local"
+
+    def agent_env(self, spec: SandboxSpec) -> dict[str, str] | None:
+        env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
+        return {**env, **spec.env}
 
     def workdir_for(self, spec: SandboxSpec, root: Path) -> str:
         return str(root / "work")

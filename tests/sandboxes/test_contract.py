@@ -170,3 +170,14 @@ async def test_network_is_off_by_default(
     async with await backend.open(SandboxSpec(repo=repo)) as box:
         res = await box.exec(probe, timeout=30)
         assert res.exit_code != 0 and "unreachable" in res.stderr.lower()
+
+
+async def test_host_secrets_do_not_reach_commands(
+    backend: SandboxBackend, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_host_secret")
+    async with await backend.open(SandboxSpec(repo=repo, env={"VISIBLE": "yes"})) as box:
+        res = await box.exec("env")
+        assert "VISIBLE=yes" in res.stdout
+        assert "host-secret" not in res.stdout and "host_secret" not in res.stdout

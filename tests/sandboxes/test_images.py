@@ -46,6 +46,17 @@ def test_unreachable_mirror_fails_clearly(tmp_path: Path) -> None:
     client.close()
 
 
+async def _open_snapshot(image: str, tmp_path: Path) -> None:
+    from harness.sandboxes import SandboxSpec
+    from harness.sandboxes.docker import DockerBackend
+    from tests.conftest import make_repo
+
+    make_repo(tmp_path / "repo", {"x.py": "X = 1\n"})
+    async with DockerBackend(tmp_path / "cache") as backend:
+        box = await backend.open(SandboxSpec(repo=tmp_path / "repo", image=image))
+        await box.close()
+
+
 def test_debootstrap_build_with_ca_bundle_is_cached(tmp_path: Path) -> None:
     skip_unless_available("docker")
     ca = tmp_path / "ca.crt"
