@@ -431,5 +431,5 @@ def _verified(matrix: Matrix, winner: Candidate) -> bool:
     """The winner's own test fails on the original code and passes with the winner."""
     test_id = winner.source if winner.source in matrix.tests else winner.candidate_id
     original = matrix.original.get(test_id)
-    cell = matrix.cells.get((winner.candidate_id, test_id))
+    cell = matrix.cell(winner.candidate_id, test_id)
     return original is not None and not original.passes and cell is not None and cell.passes

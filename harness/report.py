@@ -15,9 +15,9 @@ if TYPE_CHECKING:
 
 
 def _cell(matrix: Matrix, candidate_id: str, test_id: str) -> str:
-    if (candidate_id, test_id) not in matrix.cells:
+    if not matrix.has_cell(candidate_id, test_id):
         return "·"
-    run = matrix.cells[(candidate_id, test_id)]
+    run = matrix.cell(candidate_id, test_id)
     if run is None:
         return "n/a"
     return "✅" if run.passes else ("❌" if run.reproduces else f"💥{run.exit_code}")
@@ -55,7 +55,7 @@ def vote_table(matrix: Matrix, winner_id: str | None) -> str:
 
     for c in matrix.ranked():
         name = f"**{c.candidate_id}** 🏆" if c.candidate_id == winner_id else c.candidate_id
-        dups = matrix.aliases.get(c.candidate_id)
+        dups = matrix.aliases(c.candidate_id)
         if dups:
             name += f" (= {', '.join(dups)})"
         rows.append(

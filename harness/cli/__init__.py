@@ -48,8 +48,9 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from harness.cli import bot, model, sandbox, serve
+    from harness.cli import bot, model, sandbox, serve, solve
 
+    app.command("solve")(solve.solve)
     app.add_typer(sandbox.app, name="sandbox")
     app.add_typer(bot.app, name="bot")
     app.add_typer(model.app)

@@ -69,8 +69,13 @@ class ScriptedLLM:
     @classmethod
     def from_file(cls, path: Path, **kwargs: Any) -> ScriptedLLM:
         """Read a list of replies (strings or {text, finish_reason}), or a mapping with
-        `responses` and optionally `latency_s`, from JSON or YAML."""
+        `responses` and optionally `latency_s`, from JSON or YAML; or, from a `.py` file, a
+        `respond(request) -> str` function (and optionally `LATENCY_S`), for replies that
+        depend on the request, as parallel trajectories and resumed runs need."""
         import yaml  # JSON is a subset of YAML
+
+        if path.suffix == ".py":
+            return cls._from_python(path, **kwargs)
 
         try:
             raw = yaml.safe_load(path.read_text())
@@ -88,6 +93,27 @@ class ScriptedLLM:
             )
         kwargs.setdefault("name", f"script:{path}")
         return cls([_reply(item, path, i) for i, item in enumerate(raw)], **kwargs)
+
+    @classmethod
+    def _from_python(cls, path: Path, **kwargs: Any) -> ScriptedLLM:
+        import importlib.util
+
+        if not path.is_file():
+            raise ModelSpecError(f"script file {path} does not exist")
+        module_spec = importlib.util.spec_from_file_location(f"harness_script_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigError(f"cannot load script {path}")
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:  # the user's code: report what broke, with the file named
+            raise ConfigError(f"script {path} failed to load: {type(e).__name__}: {e}") from e
+        respond = getattr(module, "respond", None)
+        if not callable(respond):
+            raise ConfigError(f"script {path} defines no respond(request) function")
+        kwargs.setdefault("latency_s", float(getattr(module, "LATENCY_S", 0.0)))
+        kwargs.setdefault("name", f"script:{path}")
+        return cls(respond, **kwargs)
 
     @property
     def model_name(self) -> str:

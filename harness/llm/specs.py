@@ -3,7 +3,8 @@
     hf:<hub id or local dir>[?gguf=<file>]   in-process transformers, offline
     openai:<model>[?base_url=<url>]          any OpenAI-compatible server
     <store name>                             a model from the store, e.g. smollm2-135m
-    script:<file>                            scripted replies from a JSON/YAML list
+    script:<file>                            scripted replies: a JSON/YAML list, or a .py
+                                             file with respond(request) -> str
 
 `parse_spec` checks the string; `make_llm` builds the backend from it (dependencies passed in).
 """
@@ -32,7 +33,7 @@ def spec_forms(store_names: Collection[str] = CATALOG.keys()) -> str:
     names = ", ".join(sorted(store_names)) or "none"
     return (
         "valid forms: hf:<hub id or local dir>[?gguf=<file>], "
-        "openai:<model>[?base_url=<url>], script:<file.json|.yaml>, "
+        "openai:<model>[?base_url=<url>], script:<file.json|.yaml|.py>, "
         f"or a model store name ({names})"
     )
 

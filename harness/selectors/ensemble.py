@@ -36,7 +36,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
         return records
     if isinstance(data, list):
         return data
-    if isinstance(data, dict) and "model_patch" in data:
+    if isinstance(data, dict) and ("model_patch" in data or "instance_id" in data):
         return [data]
     if isinstance(data, dict):
         return [

@@ -9,6 +9,7 @@ pass (exit 0) on it; when no test fails on the original, every test votes.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,19 @@ def drop_reason(patch: str) -> str | None:
     return None
 
 
+def patch_key(patch: str) -> str:
+    return hashlib.sha256(normalize_patch(patch).encode()).hexdigest()[:16]
+
+
 @dataclass
 class Matrix:
-    """Results so far. cells[(candidate_id, test_id)] is None when the patch did not apply."""
+    """Results so far. Candidates with the same (normalized) patch share one row, named by
+    the smallest of their ids, so the outcome does not depend on the order they arrived in.
+    cells[(patch_key, test_id)] is None when the patch did not apply."""
 
     tests: dict[str, TestScript] = field(default_factory=dict)
-    candidates: dict[str, Candidate] = field(default_factory=dict)
-    aliases: dict[str, list[str]] = field(default_factory=dict)  # kept id -> duplicate ids
+    candidates: dict[str, Candidate] = field(default_factory=dict)  # every one not dropped
+    groups: dict[str, list[str]] = field(default_factory=dict)  # patch key -> candidate ids
     dropped: dict[str, str] = field(default_factory=dict)  # candidate id -> reason
     original: dict[str, TestRun] = field(default_factory=dict)
     cells: dict[tuple[str, str], TestRun | None] = field(default_factory=dict)
@@ -75,39 +82,57 @@ class Matrix:
         failing = [t for t in self.tests if t in self.original and not self.original[t].passes]
         return failing or list(self.tests)
 
+    def representative(self, key: str) -> Candidate:
+        return self.candidates[min(self.groups[key])]
+
+    def aliases(self, candidate_id: str) -> list[str]:
+        key = patch_key(self.candidates[candidate_id].patch)
+        return [c for c in sorted(self.groups[key]) if c != candidate_id]
+
+    def cell(self, candidate_id: str, test_id: str) -> TestRun | None:
+        return self.cells.get((patch_key(self.candidates[candidate_id].patch), test_id))
+
+    def has_cell(self, candidate_id: str, test_id: str) -> bool:
+        return (patch_key(self.candidates[candidate_id].patch), test_id) in self.cells
+
     def votes(self, candidate_id: str) -> int:
+        key = patch_key(self.candidates[candidate_id].patch)
         return sum(
-            1
-            for t in self.voters()
-            if (run := self.cells.get((candidate_id, t))) is not None and run.passes
+            1 for t in self.voters() if (run := self.cells.get((key, t))) is not None and run.passes
         )
 
     def ranked(self) -> list[Candidate]:
+        """One candidate per distinct patch: most votes, then smallest diff, then id."""
+        reps = [self.representative(key) for key in self.groups]
         return sorted(
-            self.candidates.values(),
+            reps,
             key=lambda c: (-self.votes(c.candidate_id), changed_lines(c.patch), c.candidate_id),
         )
 
     def to_json(self) -> dict[str, Any]:
+        reps = self.ranked()
         return {
             "tests": list(self.tests),
             "voters": self.voters(),
             "original": {t: r.to_json() for t, r in self.original.items()},
             "candidates": {
-                c: {
-                    "votes": self.votes(c),
-                    "source": self.candidates[c].source,
-                    "changed_lines": changed_lines(self.candidates[c].patch),
-                    "duplicates": self.aliases.get(c, []),
+                c.candidate_id: {
+                    "votes": self.votes(c.candidate_id),
+                    "source": c.source,
+                    "changed_lines": changed_lines(c.patch),
+                    "duplicates": self.aliases(c.candidate_id),
                 }
-                for c in self.candidates
+                for c in reps
             },
             "dropped": self.dropped,
             "cells": {
-                f"{c}|{t}": (r.exit_code if r is not None else "no-apply")
-                for (c, t), r in sorted(self.cells.items())
+                f"{c.candidate_id}|{t}": (run.exit_code if run is not None else "no-apply")
+                for c in reps
+                for t in self.tests
+                if self.has_cell(c.candidate_id, t)
+                for run in [self.cell(c.candidate_id, t)]
             },
-            "ranking": [c.candidate_id for c in self.ranked()],
+            "ranking": [c.candidate_id for c in reps],
         }
 
 
@@ -120,11 +145,10 @@ class Voting:
         self.matrix = Matrix()
         self._scheduled: set[tuple[str, str]] = set()
         self._jobs: list[asyncio.Task[None]] = []
-        self._by_key: dict[str, str] = {}
         for record in read_jsonl(log_path):  # results of a previous (interrupted) run
             if record.get("kind") == "cell":
                 run = TestRun.from_json(record["run"]) if record.get("run") else None
-                key = (str(record["candidate"]), str(record["test"]))
+                key = (str(record["patch"]), str(record["test"]))
                 self.matrix.cells[key] = run
                 self._scheduled.add(key)
 
@@ -133,43 +157,41 @@ class Voting:
             return
         self.matrix.tests[test_id] = test
         self.matrix.original[test_id] = await self.runner.on_original(test)
-        for candidate_id in list(self.matrix.candidates):
-            self._schedule(candidate_id, [test_id])
+        for key in list(self.matrix.groups):
+            self._schedule(key, [test_id])
 
     def add_candidate(self, candidate: Candidate) -> str | None:
-        """Add a candidate; returns the id it is voted under (None when dropped)."""
+        """Add a candidate; returns the id its row is named by (None when dropped)."""
         reason = drop_reason(candidate.patch)
         if reason is not None:
             self.matrix.dropped[candidate.candidate_id] = reason
             return None
-        key = normalize_patch(candidate.patch)
-        if key in self._by_key:
-            kept = self._by_key[key]
-            self.matrix.aliases.setdefault(kept, []).append(candidate.candidate_id)
-            return kept
-        self._by_key[key] = candidate.candidate_id
+        key = patch_key(candidate.patch)
         self.matrix.candidates[candidate.candidate_id] = candidate
-        self._schedule(candidate.candidate_id, list(self.matrix.tests))
-        return candidate.candidate_id
+        group = self.matrix.groups.setdefault(key, [])
+        group.append(candidate.candidate_id)
+        if len(group) == 1:
+            self._schedule(key, list(self.matrix.tests))
+        return min(group)
 
-    def _schedule(self, candidate_id: str, test_ids: list[str]) -> None:
-        todo = [t for t in test_ids if (candidate_id, t) not in self._scheduled]
+    def _schedule(self, key: str, test_ids: list[str]) -> None:
+        todo = [t for t in test_ids if (key, t) not in self._scheduled]
         if not todo:
             return
-        self._scheduled.update((candidate_id, t) for t in todo)
-        self._jobs.append(asyncio.create_task(self._run(candidate_id, todo)))
+        self._scheduled.update((key, t) for t in todo)
+        self._jobs.append(asyncio.create_task(self._run(key, todo)))
 
-    async def _run(self, candidate_id: str, test_ids: list[str]) -> None:
-        patch = self.matrix.candidates[candidate_id].patch
+    async def _run(self, key: str, test_ids: list[str]) -> None:
+        patch = self.matrix.representative(key).patch
         runs = await self.runner.on_patch(patch, [self.matrix.tests[t] for t in test_ids])
         for i, test_id in enumerate(test_ids):
             run = runs[i] if runs is not None else None
-            self.matrix.cells[(candidate_id, test_id)] = run
+            self.matrix.cells[(key, test_id)] = run
             append_jsonl(
                 self.log_path,
                 {
                     "kind": "cell",
-                    "candidate": candidate_id,
+                    "patch": key,
                     "test": test_id,
                     "run": run.to_json() if run is not None else None,
                 },

@@ -26,19 +26,20 @@ async def test_the_correct_candidate_gets_the_most_votes(
     await voting.add_test("t-basic", TESTS["t-basic"])
     assert voting.add_candidate(CORRECT) == "good"
     assert voting.add_candidate(EMPTY) is None
-    assert voting.add_candidate(DUPLICATE) == "good"
+    assert voting.add_candidate(DUPLICATE) == "good"  # same patch: one row, the smaller id
     await voting.add_test("t-more", TESTS["t-more"])
     await voting.add_test("t-mul", TESTS["t-mul"])
     voting.add_candidate(WRONG_ABS)
     matrix = await voting.wait()
 
     assert matrix.voters() == ["t-basic", "t-more"]  # t-mul passes on the original code
-    assert {c: matrix.votes(c) for c in matrix.candidates} == {"const": 1, "good": 2, "abs": 0}
+    votes = {c.candidate_id: matrix.votes(c.candidate_id) for c in matrix.ranked()}
+    assert votes == {"const": 1, "good": 2, "abs": 0}
     assert matrix.ranked()[0].candidate_id == "good"
     assert matrix.dropped == {"empty": "empty"}
-    assert matrix.aliases == {"good": ["good-again"]}
+    assert matrix.aliases("good") == ["good-again"]
     # Every cell ran exactly once, and each was persisted as it finished.
-    assert len(matrix.cells) == 3 * 3
+    assert len(matrix.cells) == 3 * 3  # three distinct patches x three tests
     lines = (tmp_path / "votes.jsonl").read_text().splitlines()
     assert len(lines) == 9
 
@@ -68,7 +69,8 @@ async def test_a_patch_that_does_not_apply_gets_no_votes(
     voting.add_candidate(broken)
     await voting.add_test("t-basic", TESTS["t-basic"])
     matrix = await voting.wait()
-    assert matrix.cells[("broken", "t-basic")] is None and matrix.votes("broken") == 0
+    assert matrix.has_cell("broken", "t-basic") and matrix.cell("broken", "t-basic") is None
+    assert matrix.votes("broken") == 0
 
 
 def test_filters() -> None:
@@ -81,3 +83,14 @@ def test_filters() -> None:
     assert normalize_patch(patch("    return a + b")) == normalize_patch(
         "index 123..456 100644\n" + patch("    return a  +  b")
     )
+
+
+async def test_duplicates_are_named_the_same_whatever_arrives_first(
+    runner: ReproRunner, tmp_path: Path
+) -> None:
+    voting = Voting(runner, tmp_path / "votes.jsonl")
+    assert voting.add_candidate(DUPLICATE) == "good-again"
+    assert voting.add_candidate(CORRECT) == "good"  # the smaller id now names the row
+    matrix = await voting.wait()
+    assert [c.candidate_id for c in matrix.ranked()] == ["good"]
+    assert matrix.aliases("good") == ["good-again"]

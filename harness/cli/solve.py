@@ -1,0 +1,208 @@
+"""`harness solve`: one issue, many trajectories, voting, selection, a patch and a report."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from harness.cli.common import cache_dir, run
+from harness.cli.live import LiveView
+from harness.config import SolveConfig, load_config
+from harness.errors import ConfigError, HarnessError
+from harness.orchestrator import Orchestrator
+from harness.types import SolveResult, Task
+
+err = Console(stderr=True)
+NO_PATCH_EXIT = 3
+
+
+def solve(
+    issue: str | None = typer.Argument(
+        None, help="Issue text: a file, or - for standard input. Not needed with --resume."
+    ),
+    repo: str = typer.Option(
+        ".", "--repo", "-r", help="Git repository, plain directory, or git URL."
+    ),
+    commit: str | None = typer.Option(None, help="Base revision (default: HEAD)."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model spec (default: smollm2-135m, the embedded model)."
+    ),
+    base_url: str | None = typer.Option(None, help="Base URL for openai: model specs."),
+    samples: int | None = typer.Option(None, "--samples", "-n", help="Parallel trajectories."),
+    config_file: Path | None = typer.Option(None, "--config", help="YAML config file."),
+    overrides: list[str] = typer.Option([], "--set", "-c", help="Config override key=value."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run directory to create."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run directory."),
+    candidates: list[Path] = typer.Option(
+        [], "--candidates", help="Predictions file of another system (ensemble)."
+    ),
+    backend: str | None = typer.Option(None, help="Sandbox backend: docker, bwrap, local."),
+    max_usd: float | None = typer.Option(None, help="Dollar budget for model calls."),
+    max_tokens: int | None = typer.Option(None, help="Token budget for model calls."),
+    task_id: str | None = typer.Option(None, help="Name of the task (default: the issue file)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary, no live view."),
+) -> None:
+    """Solve ISSUE in --repo: sample trajectories, vote, select; write patch.diff and report.md.
+
+    Exit status: 0 a patch was selected, 3 no patch, 1 an error, 2 bad input.
+    """
+    extra = [
+        f"model={model}" if model else "",
+        f"base_url={base_url}" if base_url else "",
+        f"samples={samples}" if samples is not None else "",
+        f"sandbox.backend={backend}" if backend else "",
+        f"budget.max_usd={max_usd}" if max_usd is not None else "",
+        f"budget.max_tokens={max_tokens}" if max_tokens is not None else "",
+    ]
+    extra = [e for e in extra if e]
+    if resume is not None:
+        task, config = Orchestrator.load(resume)
+        if overrides or extra:
+            # Budgets and concurrency may change on resume; the problem itself may not.
+            from harness.config import to_dict
+
+            config = load_config(None, [*_flatten(to_dict(config)), *overrides, *extra])
+        run_dir = resume
+    else:
+        if issue is None:
+            raise ConfigError("give the issue text (a file or -), or --resume RUN_DIR")
+        config = load_config(config_file, [*overrides, *extra])
+        stdin_text = sys.stdin.read() if issue == "-" else None
+        task, note = run(_task(issue, repo, commit, stdin_text, task_id, config))
+        if note:
+            err.print(f"[dim]{note}[/]")
+        run_dir = out or Path("runs") / f"{task.task_id}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(
+                f"run directory {run_dir} already exists and is not empty",
+                hint=f"use --resume {run_dir} to continue it, or pick --out",
+            )
+    result = run(_solve(task, config, run_dir, candidates, as_json))
+    if as_json:
+        typer.echo(json.dumps(_summary(result), indent=2))
+    else:
+        _print_result(result)
+    raise typer.Exit(0 if result.status == "patched" else NO_PATCH_EXIT)
+
+
+def _flatten(data: object, prefix: str = "") -> list[str]:
+    if isinstance(data, dict):
+        out: list[str] = []
+        for key, value in data.items():
+            if isinstance(value, dict) and value:
+                out += _flatten(value, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={json.dumps(value)}")
+        return out
+    return []
+
+
+async def _task(
+    issue: str,
+    repo: str,
+    commit: str | None,
+    stdin_text: str | None,
+    task_id: str | None,
+    config: SolveConfig,
+) -> tuple[Task, str]:
+    from harness.tasks import make_task
+
+    return await make_task(
+        issue,
+        repo,
+        commit,
+        cache_dir(),
+        stdin_text=stdin_text,
+        task_id=task_id,
+        image=config.sandbox.image,
+    )
+
+
+async def _solve(
+    task: Task, config: SolveConfig, run_dir: Path, candidate_files: list[Path], quiet: bool
+) -> SolveResult:
+    from harness.llm.accounting import Price
+    from harness.llm.budget import Budget, BudgetedLLM
+    from harness.llm.model_store import ModelStore, default_cache_dir
+    from harness.llm.specs import make_llm
+    from harness.sandboxes import make_backend
+    from harness.selectors.ensemble import load_candidates
+
+    extra = [c for path in candidate_files for c in load_candidates(path, task.task_id)]
+    store = ModelStore(default_cache_dir(os.environ, Path.home()))
+    prices = {name: Price(*pair) for name, pair in config.prices.items()}
+    inner = await make_llm(
+        config.model,
+        store=store,
+        fetch_missing=True,
+        api_key=os.environ.get("OPENAI_API_KEY"),
+        base_url=config.base_url,
+        prices=prices,
+        max_concurrency=config.concurrency.llm_calls,
+    )
+    budget = Budget(max_tokens=config.budget.max_tokens, max_usd=config.budget.max_usd)
+    llm = BudgetedLLM(inner, budget, prices)
+
+    def usage() -> tuple[int, float]:
+        totals = budget.totals
+        return totals.total_tokens, totals.usd
+
+    view = LiveView(config.samples, usage)
+    try:
+        async with make_backend(
+            config.sandbox.backend,
+            cache_dir(),  # type: ignore[attr-defined]
+            docker_image=config.sandbox.image,
+        ) as backend:
+            orchestrator = Orchestrator(
+                config, llm, backend, observer=view, extra_candidates=extra, usage=usage
+            )
+            if quiet or not sys.stderr.isatty():
+                return await orchestrator.solve(task, run_dir)
+            with Live(view, console=err, refresh_per_second=4, transient=False):
+                return await orchestrator.solve(task, run_dir)
+    finally:
+        await llm.aclose()
+
+
+def _summary(result: SolveResult) -> dict[str, object]:
+    return {
+        "task_id": result.task_id,
+        "status": result.status,
+        "run_dir": str(result.run_dir),
+        "patch": result.patch,
+        "test_verified": result.test_verified,
+        "winner": next((c.candidate.candidate_id for c in result.candidates if c.selected), None),
+        "candidates": [
+            {"id": c.candidate.candidate_id, "votes": c.votes, "selected": c.selected}
+            for c in result.candidates
+        ],
+        "tokens": result.tokens,
+        "cost_usd": result.cost_usd,
+        "duration_s": round(result.duration_s, 3),
+        "message": result.message,
+    }
+
+
+def _print_result(result: SolveResult) -> None:
+    out = Console()
+    if result.status == "patched":
+        winner = next((c for c in result.candidates if c.selected), None)
+        votes = f" with {winner.votes} vote(s)" if winner else ""
+        out.print(f"[bold green]patch selected[/]{votes}: {result.run_dir / 'patch.diff'}")
+    else:
+        out.print(f"[bold yellow]no patch[/]: {result.message}")
+    out.print(f"report: {result.report_path}")
+    out.print(
+        f"[dim]{result.tokens:,} tokens · ${result.cost_usd:.4f} · {result.duration_s:.0f} s[/]"
+    )
+
+
+__all__ = ["HarnessError", "solve"]

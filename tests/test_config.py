@@ -1,0 +1,63 @@
+"""Configuration: defaults, YAML files, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import SolveConfig, load_config, to_dict
+from harness.errors import ConfigError
+
+
+def test_defaults_file_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("samples: 6\nediting:\n  temperature: 0.3\nsandbox:\n  backend: bwrap\n")
+    config = load_config(path, ["editing.max_turns=3", "budget.max_usd=2", "model=openai:gpt"])
+    assert config.samples == 6 and config.sandbox.backend == "bwrap"
+    assert config.editing.temperature == 0.3 and config.editing.max_turns == 3
+    assert config.budget.max_usd == 2.0 and config.model == "openai:gpt"
+    assert config.testing == SolveConfig().testing  # untouched sections keep defaults
+
+
+def test_round_trip_through_a_plain_view(tmp_path: Path) -> None:
+    import yaml
+
+    config = load_config(None, ["sandbox.ca_bundle=/etc/ssl/x.crt", "prices.m=[1, 2]"])
+    path = tmp_path / "again.yaml"
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    assert load_config(path) == config
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("editing.temprature=1", "unknown config key 'editing.temprature'"),
+        ("samples=many", "must be an integer"),
+        ("sandbox.network=maybe", "must be true or false"),
+        ("editing=3", "is a section"),
+        ("no-equals-sign", "not of the form key.path=value"),
+    ],
+)
+def test_errors_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_unknown_key_lists_valid_ones() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["editing.temprature=1"])
+    assert info.value.hint and "temperature" in info.value.hint
+
+
+def test_bad_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("samples: [1,\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(listy)
