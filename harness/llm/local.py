@@ -187,23 +187,9 @@ class LocalLLM:
         return cls(model.eval(), tokenizer, name=name or target, context_window=context_window)
 
     @classmethod
-    async def load(
-        cls,
-        target: str,
-        *,
-        gguf_file: str | None = None,
-        device: str | None = None,
-        name: str | None = None,
-        context_window: int | None = None,
-    ) -> LocalLLM:
-        return await asyncio.to_thread(
-            cls.from_pretrained,
-            target,
-            gguf_file=gguf_file,
-            device=device,
-            name=name,
-            context_window=context_window,
-        )
+    async def load(cls, target: str, **options: Any) -> LocalLLM:
+        """`from_pretrained` (same options) off the event loop."""
+        return await asyncio.to_thread(cls.from_pretrained, target, **options)
 
     @property
     def model_name(self) -> str:

