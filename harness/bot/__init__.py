@@ -23,7 +23,7 @@ from harness.bot.issues import (
     task_from_issue,
 )
 from harness.bot.redact import Redactor
-from harness.bot.runner import BotConfig, BotOutcome, GitHubBot, default_solver_factory
+from harness.bot.runner import BotConfig, BotOutcome, GitHubBot
 
 __all__ = [
     "BotConfig",
@@ -36,7 +36,6 @@ __all__ = [
     "Redactor",
     "SolveOptions",
     "clone_issue_repo",
-    "default_solver_factory",
     "fetch_issue_text",
     "parse_issue_ref",
     "task_from_issue",

@@ -8,7 +8,6 @@ solve or open a second pull request.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,24 +281,3 @@ class GitHubBot:
 
 def _fill(template: str, number: int) -> str:
     return template.replace("{number}", str(number))
-
-
-def default_solver_factory(options: SolveOptions) -> Solver:
-    """The real `harness solve` pipeline; a clear error until `harness.orchestrator` exists."""
-    try:
-        orchestrator = importlib.import_module("harness.orchestrator")
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.orchestrator":
-            raise
-        raise HarnessError(
-            "solve pipeline not available: harness.orchestrator is missing",
-            hint="pass --solver module:function to use another Solver factory",
-        ) from exc
-    make_solver = getattr(orchestrator, "make_solver", None)
-    if make_solver is None:
-        raise HarnessError(
-            "solve pipeline not available: harness.orchestrator has no make_solver(options)",
-            hint="pass --solver module:function to use another Solver factory",
-        )
-    solver: Solver = make_solver(options)
-    return solver

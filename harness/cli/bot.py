@@ -7,8 +7,9 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -17,6 +18,10 @@ from rich.markup import escape
 from harness.bot.redact import Redactor
 from harness.cli.common import cache_dir, run
 from harness.errors import ConfigError, HarnessError
+
+if TYPE_CHECKING:
+    from harness.bot import SolveOptions
+    from harness.types import Solver
 
 app = typer.Typer(help="Run harness as a bot (GitHub Actions).", no_args_is_help=True)
 err = Console(stderr=True)
@@ -55,11 +60,13 @@ def github(
         None, help="module:function that builds the Solver from SolveOptions."
     ),
     remote: str = typer.Option("origin", help="Git remote to push the branch to."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="harness solve config (YAML) for the runs."
+    ),
 ) -> None:
     """Handle one `issues` / `issue_comment` event: acknowledge, solve, open a pull request."""
     from harness.bot import BotConfig, GitHubBot, OptionLimits, SolveOptions
     from harness.bot.github import GitHubClient
-    from harness.bot.runner import default_solver_factory
 
     env = os.environ
     token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
@@ -100,7 +107,7 @@ def github(
         server_url=server_url,
         run_url=run_url,
     )
-    factory = _load_factory(solver, redact) if solver else default_solver_factory
+    factory = _load_factory(solver, redact) if solver else _pipeline(config_file, env)
 
     def log(line: str) -> None:
         err.print(f"[dim]harness-bot:[/] {escape(redact(line))}", highlight=False, soft_wrap=True)
@@ -156,3 +163,29 @@ def _fail(redact: Redactor, exc: HarnessError) -> NoReturn:
     if exc.hint:
         err.print(f"[yellow]hint:[/] {redact(exc.hint)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2 if isinstance(exc, ConfigError) else 1)
+
+
+def _pipeline(config_file: Path | None, env: Mapping[str, str]) -> Callable[[SolveOptions], Solver]:
+    """A factory of `harness solve` pipelines: the config file, then what the trigger asked."""
+    from harness.config import load_config
+    from harness.llm.model_store import ModelStore, default_cache_dir
+    from harness.solver import PipelineSolver
+
+    base = load_config(config_file)
+    store = ModelStore(default_cache_dir(env, Path.home()))
+    api_key = env.get("OPENAI_API_KEY")
+
+    def make(options: SolveOptions) -> Solver:
+        overrides = [
+            f"{key}={value}"
+            for key, value in (
+                ("samples", options.samples),
+                ("model", options.model),
+                ("budget.max_usd", options.budget_usd),
+            )
+            if value is not None
+        ]
+        config = load_config(config_file, overrides) if overrides else base
+        return PipelineSolver(config, cache_dir=cache_dir(), store=store, api_key=api_key)
+
+    return make

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -25,10 +28,16 @@ NO_PATCH_EXIT = 3
 
 def solve(
     issue: str | None = typer.Argument(
-        None, help="Issue text: a file, or - for standard input. Not needed with --resume."
+        None,
+        help="Issue: a file, - for standard input, owner/repo#123 or a GitHub issue URL. "
+        "Not needed with --resume.",
     ),
-    repo: str = typer.Option(
-        ".", "--repo", "-r", help="Git repository, plain directory, or git URL."
+    repo: str | None = typer.Option(
+        None,
+        "--repo",
+        "-r",
+        help="Git repository, plain directory, or git URL (default: the current directory; "
+        "for a GitHub issue, a clone of its repository).",
     ),
     commit: str | None = typer.Option(None, help="Base revision (default: HEAD)."),
     model: str | None = typer.Option(
@@ -106,7 +115,7 @@ def _flatten(data: object, prefix: str = "") -> list[str]:
 
 async def _task(
     issue: str,
-    repo: str,
+    repo: str | None,
     commit: str | None,
     stdin_text: str | None,
     task_id: str | None,
@@ -114,9 +123,11 @@ async def _task(
 ) -> tuple[Task, str]:
     from harness.tasks import make_task
 
+    if issue != "-" and not Path(issue).exists() and ("#" in issue or "://" in issue):
+        return await _github_task(issue, repo, commit)
     return await make_task(
         issue,
-        repo,
+        repo or ".",
         commit,
         cache_dir(),
         stdin_text=stdin_text,
@@ -125,51 +136,72 @@ async def _task(
     )
 
 
+async def _github_task(issue: str, repo: str | None, commit: str | None) -> tuple[Task, str]:
+    """`owner/repo#123` or an issue URL: the issue's text, and --repo or a cached clone."""
+    from harness.bot import GitHubClient, parse_issue_ref, task_from_issue
+
+    ref = parse_issue_ref(issue)
+    env = os.environ
+    token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+    server = ref.server_url or env.get("GITHUB_SERVER_URL") or "https://github.com"
+    # GitHub Enterprise serves its API under /api/v3 of its own host.
+    default_api = "https://api.github.com" if server == "https://github.com" else f"{server}/api/v3"
+    api_url = env.get("GITHUB_API_URL") or default_api
+    async with GitHubClient(token, api_url=api_url) as client:
+        task = await task_from_issue(
+            client,
+            ref,
+            repo=Path(repo) if repo else None,
+            cache_dir=cache_dir(),
+            commit=commit or "HEAD",
+            server_url=server,
+            token=token,
+        )
+    note = f"fetched {ref.full_name}#{ref.number}" + ("" if repo else f" into {task.repo}")
+    return task, note
+
+
 async def _solve(
     task: Task, config: SolveConfig, run_dir: Path, candidate_files: list[Path], quiet: bool
 ) -> SolveResult:
-    from harness.llm.accounting import Price
-    from harness.llm.budget import Budget, BudgetedLLM
     from harness.llm.model_store import ModelStore, default_cache_dir
-    from harness.llm.specs import make_llm
-    from harness.sandboxes import make_backend
     from harness.selectors.ensemble import load_candidates
+    from harness.solver import PipelineSolver
 
     extra = [c for path in candidate_files for c in load_candidates(path, task.task_id)]
-    store = ModelStore(default_cache_dir(os.environ, Path.home()))
-    prices = {name: Price(*pair) for name, pair in config.prices.items()}
-    inner = await make_llm(
-        config.model,
-        store=store,
-        fetch_missing=True,
+    solver = PipelineSolver(
+        config,
+        cache_dir=cache_dir(),
+        store=ModelStore(default_cache_dir(os.environ, Path.home())),
         api_key=os.environ.get("OPENAI_API_KEY"),
-        base_url=config.base_url,
-        prices=prices,
-        max_concurrency=config.concurrency.llm_calls,
+        extra_candidates=extra,
     )
-    budget = Budget(max_tokens=config.budget.max_tokens, max_usd=config.budget.max_usd)
-    llm = BudgetedLLM(inner, budget, prices)
+    views: list[LiveView] = []
 
-    def usage() -> tuple[int, float]:
-        totals = budget.totals
-        return totals.total_tokens, totals.usd
+    def make_view(usage: Callable[[], tuple[int, float]]) -> LiveView:
+        views.append(LiveView(config.samples, usage))
+        return views[-1]
 
-    view = LiveView(config.samples, usage)
     try:
-        async with make_backend(
-            config.sandbox.backend,
-            cache_dir(),  # type: ignore[attr-defined]
-            docker_image=config.sandbox.image,
-        ) as backend:
-            orchestrator = Orchestrator(
-                config, llm, backend, observer=view, extra_candidates=extra, usage=usage
-            )
-            if quiet or not sys.stderr.isatty():
-                return await orchestrator.solve(task, run_dir)
-            with Live(view, console=err, refresh_per_second=4, transient=False):
-                return await orchestrator.solve(task, run_dir)
+        if quiet or not sys.stderr.isatty():
+            return await solver.solve(task, run_dir)
+        await solver.model()  # load before the live view starts
+        live = Live(console=err, refresh_per_second=4, transient=False)
+        with live:
+            job = asyncio.ensure_future(solver.solve_observed(task, run_dir, make_view))
+            try:
+                while not job.done():
+                    if views:
+                        live.update(views[0])
+                    await asyncio.wait({job}, timeout=0.25)
+                return job.result()
+            finally:
+                if not job.done():  # interrupted: let the run clean up its sandboxes
+                    job.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await job
     finally:
-        await llm.aclose()
+        await solver.aclose()
 
 
 def _summary(result: SolveResult) -> dict[str, object]:

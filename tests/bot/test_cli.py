@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -140,15 +139,25 @@ def test_bad_solver_spec(
     assert proc.returncode == 2 and "--solver 'no.such:thing': cannot import it" in proc.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("harness.orchestrator") is not None,
-    reason="the real pipeline exists: default_solver_factory no longer fails",
-)
-def test_without_the_pipeline_the_failure_is_reported_on_the_issue(
-    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+@pytest.mark.docker
+def test_the_real_pipeline_opens_a_pull_request_with_the_fix_and_test(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str], token: str
 ) -> None:
-    proc = run_cli(tmp_path, project, env, label_event(github))
-    assert proc.returncode == 1
-    assert "solve pipeline not available" in proc.stderr
-    ack = github.issue_comments(REPO, ISSUE)[-1]["body"]
-    assert "failed while preparing the run" in ack and "solve pipeline not available" in ack
+    from tests.conftest import docker_ready
+
+    if reason := docker_ready():
+        pytest.skip(reason)
+    config = tmp_path / "solve.yaml"
+    oracle = ROOT / "tests" / "bot" / "calc_oracle.py"
+    config.write_text(f"model: script:{oracle}\nsamples: 2\n")
+    proc = run_cli(tmp_path, project, env, label_event(github), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("opened: pull request #101")
+    assert "return a + b" in git(project.bare, "show", "harness/issue-7:calc.py")
+    pushed_test = git(project.bare, "show", "harness/issue-7:tests/harness/test_issue_7.py")
+    assert "add(2, 3) == 5" in pushed_test  # verified: fails on the base, passes on the fix
+    body = github.pulls[0]["body"]
+    assert "| `sample-00` | sample-00 | 2 | ✅ |" in body  # the vote table
+    assert "fails without the patch and passes with it" in body
+    everything = proc.stdout + proc.stderr + json.dumps([r.body for r in github.requests])
+    assert token not in everything and API_KEY not in everything

@@ -24,9 +24,20 @@ def test_solve_the_example_with_smollm2(tmp_path: Path) -> None:
         pytest.skip(reason)
     env = dict(os.environ)
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "harness", "solve", "examples/durations.issue.md",
-           "--repo", "examples/durations", "--config", "examples/smollm2-quick.yaml",
-           "--out", str(run_dir), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "solve",
+        "examples/durations.issue.md",
+        "--repo",
+        "examples/durations",
+        "--config",
+        "examples/smollm2-quick.yaml",
+        "--out",
+        str(run_dir),
+        "--json",
+    ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert res.returncode in (0, 3), res.stderr[-3000:]
     summary = json.loads(res.stdout)

@@ -1,0 +1,96 @@
+"""The `harness solve` pipeline as a `Solver`: the model, budgets, the sandbox backend and
+the orchestrator, built from a config. The CLI, `harness eval` and `harness bot` all use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from harness.agent.trajectory import Observer
+from harness.config import SolveConfig
+from harness.llm.accounting import Price
+from harness.llm.base import LLM
+from harness.llm.budget import Budget, BudgetedLLM
+from harness.llm.model_store import ModelStore
+from harness.orchestrator import Orchestrator
+from harness.types import Candidate, SolveResult, Task
+
+ObserverFactory = Callable[[Callable[[], tuple[int, float]]], Observer]
+
+
+class PipelineSolver:
+    """Solves tasks with the configured pipeline. The model is loaded once and reused across
+    tasks; every task gets its own budget."""
+
+    def __init__(
+        self,
+        config: SolveConfig,
+        *,
+        cache_dir: Path,
+        store: ModelStore,
+        api_key: str | None = None,
+        extra_candidates: Sequence[Candidate] = (),
+        llm: LLM | None = None,
+    ) -> None:
+        self.config = config
+        self.cache_dir = cache_dir
+        self.store = store
+        self.api_key = api_key
+        self.extra_candidates = list(extra_candidates)
+        self.prices = {name: Price(*pair) for name, pair in config.prices.items()}
+        self._llm = llm
+        self._owns_llm = llm is None
+        self._lock = asyncio.Lock()
+
+    async def model(self) -> LLM:
+        async with self._lock:
+            if self._llm is None:
+                from harness.llm.specs import make_llm
+
+                self._llm = await make_llm(
+                    self.config.model,
+                    store=self.store,
+                    fetch_missing=True,
+                    api_key=self.api_key,
+                    base_url=self.config.base_url,
+                    prices=self.prices,
+                    max_concurrency=self.config.concurrency.llm_calls,
+                )
+            return self._llm
+
+    async def solve(self, task: Task, run_dir: Path) -> SolveResult:
+        return await self.solve_observed(task, run_dir, None)
+
+    async def solve_observed(
+        self, task: Task, run_dir: Path, observer: ObserverFactory | None
+    ) -> SolveResult:
+        from harness.sandboxes import make_backend
+
+        budget = Budget(
+            max_tokens=self.config.budget.max_tokens, max_usd=self.config.budget.max_usd
+        )
+        llm = BudgetedLLM(await self.model(), budget, self.prices)
+
+        def usage() -> tuple[int, float]:
+            totals = budget.totals
+            return totals.total_tokens, totals.usd
+
+        sandbox = self.config.sandbox
+        backend = make_backend(sandbox.backend, self.cache_dir, docker_image=sandbox.image)
+        async with backend:  # type: ignore[attr-defined]
+            orchestrator = Orchestrator(
+                self.config,
+                llm,
+                backend,
+                observer=observer(usage) if observer else None,
+                extra_candidates=self.extra_candidates,
+                usage=usage,
+            )
+            return await orchestrator.solve(task, run_dir)
+
+    async def aclose(self) -> None:
+        if self._llm is not None and self._owns_llm:
+            await self._llm.aclose()
+        self._llm = None
