@@ -70,9 +70,11 @@ class Orchestrator:
         observer: Observer | None = None,
         extra_candidates: list[Candidate] | None = None,
         usage: Callable[[], tuple[int, float]] | None = None,
+        context_llm: LLM | None = None,
     ) -> None:
         self.config = config
         self.llm = llm
+        self.context_llm = context_llm or llm  # a cheaper model may judge relevance
         self.backend = backend
         self.observer = observer
         self.extra_candidates = extra_candidates or []
@@ -169,7 +171,7 @@ class Orchestrator:
             result = ContextResult((), "")
         else:
             finder = ContextFinder(
-                self.llm,
+                self.context_llm,
                 self.config.context,
                 run_dir / "context.jsonl",
                 program_id=f"{task.task_id}",

@@ -42,23 +42,37 @@ class PipelineSolver:
         self.prices = {name: Price(*pair) for name, pair in config.prices.items()}
         self._llm = llm
         self._owns_llm = llm is None
+        self._context_llm: LLM | None = None
         self._lock = asyncio.Lock()
+
+    async def _make(self, spec: str) -> LLM:
+        from harness.llm.specs import make_llm
+
+        return await make_llm(
+            spec,
+            store=self.store,
+            fetch_missing=True,
+            api_key=self.api_key,
+            base_url=self.config.base_url,
+            prices=self.prices,
+            max_concurrency=self.config.concurrency.llm_calls,
+        )
 
     async def model(self) -> LLM:
         async with self._lock:
             if self._llm is None:
-                from harness.llm.specs import make_llm
-
-                self._llm = await make_llm(
-                    self.config.model,
-                    store=self.store,
-                    fetch_missing=True,
-                    api_key=self.api_key,
-                    base_url=self.config.base_url,
-                    prices=self.prices,
-                    max_concurrency=self.config.concurrency.llm_calls,
-                )
+                self._llm = await self._make(self.config.model)
             return self._llm
+
+    async def context_model(self) -> LLM | None:
+        """The cheaper relevance model, when `context.relevance_model` names one."""
+        spec = self.config.context.relevance_model
+        if spec is None or spec == self.config.model:
+            return None
+        async with self._lock:
+            if self._context_llm is None:
+                self._context_llm = await self._make(spec)
+            return self._context_llm
 
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
         return await self.solve_observed(task, run_dir, None)
@@ -72,6 +86,8 @@ class PipelineSolver:
             max_tokens=self.config.budget.max_tokens, max_usd=self.config.budget.max_usd
         )
         llm = BudgetedLLM(await self.model(), budget, self.prices)
+        cheap = await self.context_model()
+        context_llm = BudgetedLLM(cheap, budget, self.prices) if cheap is not None else None
 
         def usage() -> tuple[int, float]:
             totals = budget.totals
@@ -86,6 +102,7 @@ class PipelineSolver:
                 backend,
                 observer=observer(usage) if observer else None,
                 extra_candidates=self.extra_candidates,
+                context_llm=context_llm,
                 usage=usage,
             )
             return await orchestrator.solve(task, run_dir)
@@ -93,4 +110,6 @@ class PipelineSolver:
     async def aclose(self) -> None:
         if self._llm is not None and self._owns_llm:
             await self._llm.aclose()
-        self._llm = None
+        if self._context_llm is not None:
+            await self._context_llm.aclose()
+        self._llm = self._context_llm = None

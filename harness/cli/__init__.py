@@ -5,6 +5,7 @@ Each command group lives in its own module here and is registered on `app` below
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -64,6 +65,10 @@ def report_error(exc: HarnessError) -> None:
 
 
 def main() -> None:
+    # Library progress bars (GGUF de-quantisation, downloads) would tear the live view.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register()
     try:
         app()
