@@ -14,22 +14,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from harness.errors import SandboxError
 from harness.sandboxes.channel import AgentChannel, OutputCallback
+from harness.sandboxes.checkout import SAFE_GIT
 from harness.types import ExecResult, PatchResult
 
 DEFAULT_CAP = 1 << 20  # bytes kept per stream (head + tail); the rest is middle-truncated
-GIT = [
-    "git",
-    "-c",
-    "safe.directory=*",
-    "-c",
-    "core.fsmonitor=false",
-    "-c",
-    "core.hooksPath=/dev/null",
-]
+GIT = SAFE_GIT  # hooks and fsmonitor off: the repositories are third-party
+# Variables that point HTTPS clients (openssl, pip, requests, curl, git, node) at a CA bundle.
+CA_ENV = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "PIP_CERT",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+)
 DIFF_EXCLUDES = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc")
 
 
@@ -115,7 +117,15 @@ class SandboxBackend(Protocol):
 class AgentSandbox(abc.ABC):
     """Shared behaviour on top of an agent channel; subclasses start and stop the agent."""
 
-    def __init__(self, spec: SandboxSpec, channel: AgentChannel, workdir: str, scratch: str):
+    def __init__(
+        self,
+        backend: _Owner,
+        spec: SandboxSpec,
+        channel: AgentChannel,
+        workdir: str,
+        scratch: str,
+    ) -> None:
+        self.backend = backend
         self.spec = spec
         self._channel = channel
         self._workdir = workdir
@@ -218,10 +228,29 @@ class AgentSandbox(abc.ABC):
         )
         return PatchResult(False, reason=reason)
 
-    @abc.abstractmethod
     async def fork(self) -> AgentSandbox:
         """A new sandbox with a copy of this one's current work tree."""
+        if self.closed:
+            raise SandboxError("cannot fork a closed sandbox")
+        return await self.backend.fork(self)
 
-    @abc.abstractmethod
     async def close(self) -> None:
         """Stop the agent and release everything this sandbox holds (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.backend.forget(self)
+        await self._channel.close()
+        await self._release()
+
+    @abc.abstractmethod
+    async def _release(self) -> None:
+        """Free what the backend allocated (container, process, directories)."""
+
+
+class _Owner(Protocol):
+    """What a sandbox needs from the backend that opened it."""
+
+    async def fork(self, parent: Any) -> AgentSandbox: ...
+
+    def forget(self, box: Any) -> None: ...

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from harness.errors import SandboxUnavailable
-from harness.sandboxes.base import SandboxSpec
+from harness.sandboxes.base import CA_ENV, SandboxSpec
 from harness.sandboxes.hostdir import HostDirBackend, agent_path, set_memory_rlimit
 
 SKIP = {"proc", "dev", "sys", "tmp", "run", "home", "root", "lost+found"}
@@ -90,14 +90,7 @@ class BwrapBackend(HostDirBackend):
             argv += ["--ro-bind", str(spec.ca_bundle.resolve()), "/.harness/ca-bundle.crt"]
         env = {"PATH": PATH, "HOME": "/tmp", "LANG": "C.UTF-8", **spec.env}
         if spec.ca_bundle is not None:
-            for name in (
-                "SSL_CERT_FILE",
-                "REQUESTS_CA_BUNDLE",
-                "PIP_CERT",
-                "CURL_CA_BUNDLE",
-                "GIT_SSL_CAINFO",
-                "NODE_EXTRA_CA_CERTS",
-            ):
+            for name in CA_ENV:
                 env[name] = "/.harness/ca-bundle.crt"
         for key, value in env.items():
             argv += ["--setenv", key, value]

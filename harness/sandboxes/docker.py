@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ImageError, SandboxError, SandboxUnavailable
-from harness.sandboxes.base import AgentSandbox, SandboxSpec
+from harness.sandboxes.base import CA_ENV, AgentSandbox, SandboxSpec
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
 
@@ -36,14 +36,6 @@ CA_PATH = "/etc/ssl/certs/harness-ca-bundle.crt"
 # Labels of images committed from containers. A commit inherits its base image's labels;
 # blanking the base's recipe key keeps a snapshot from ever passing for a base image.
 _DERIVED = {LABEL: "1", "harness.base.key": ""}
-CA_ENV = (
-    "SSL_CERT_FILE",
-    "REQUESTS_CA_BUNDLE",
-    "PIP_CERT",
-    "CURL_CA_BUNDLE",
-    "GIT_SSL_CAINFO",
-    "NODE_EXTRA_CA_CERTS",
-)
 NO_ENGINE_HINT = (
     "start a Docker engine (`sudo systemctl start docker`, or `sudo dockerd &` on machines "
     "without systemd; `.ci/run` does this), or use `--backend bwrap` (bubblewrap) instead"
@@ -220,9 +212,13 @@ class DockerSandbox(AgentSandbox):
         owned_image: str | None,
     ) -> None:
         super().__init__(
-            spec, AgentChannel(root / "run" / "agent.sock"), spec.workdir, "/tmp/.harness"
+            backend,
+            spec,
+            AgentChannel(root / "run" / "agent.sock"),
+            spec.workdir,
+            "/tmp/.harness",
         )
-        self.backend = backend
+        self.backend: DockerBackend = backend
         self.container = container
         self.root = root
         self.owned_image = owned_image
@@ -244,17 +240,7 @@ class DockerSandbox(AgentSandbox):
                         "`harness sandbox build-base` have it",
                     ) from None
 
-    async def fork(self) -> DockerSandbox:
-        if self.closed:
-            raise SandboxError("cannot fork a closed sandbox")
-        return await self.backend.fork(self)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.backend.forget(self)
-        await self._channel.close()
+    async def _release(self) -> None:
         await asyncio.to_thread(_remove_container, self.container)
         client = self.backend._client
         if (

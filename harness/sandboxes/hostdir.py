@@ -119,8 +119,7 @@ class HostDirSandbox(AgentSandbox):
         workdir: str,
         scratch: str,
     ) -> None:
-        super().__init__(spec, AgentChannel(root / "run" / "agent.sock"), workdir, scratch)
-        self.backend = backend
+        super().__init__(backend, spec, AgentChannel(root / "run" / "agent.sock"), workdir, scratch)
         self.root = root
         self.proc = proc
 
@@ -135,17 +134,7 @@ class HostDirSandbox(AgentSandbox):
         elif self.spec.repo is not None:
             await self.init_base()
 
-    async def fork(self) -> HostDirSandbox:
-        if self.closed:
-            raise SandboxError("cannot fork a closed sandbox")
-        return await self.backend.fork(self)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.backend.forget(self)
-        await self._channel.close()
+    async def _release(self) -> None:
         if self.proc.returncode is None:
             try:
                 await asyncio.wait_for(self.proc.wait(), 5.0)
