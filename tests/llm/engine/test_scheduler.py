@@ -57,8 +57,16 @@ def test_preemption_under_memory_pressure_never_loses_a_request() -> None:
 def test_request_fcfs_versus_program_fcfs() -> None:
     orders = {}
     for policy in ("lru", "ttl"):
-        s = Scheduler(EngineConfig(block_size=4, num_blocks=64, max_num_seqs=1, policy=policy,
-                                   default_ttl_s=0.5, min_ttl_s=0.1))
+        s = Scheduler(
+            EngineConfig(
+                block_size=4,
+                num_blocks=64,
+                max_num_seqs=1,
+                policy=policy,
+                default_ttl_s=0.5,
+                min_ttl_s=0.1,
+            )
+        )
         s.add(0, _req(4, max_tokens=1, program_id="A"), 0.0)
         _drain(s, 0.0)
         s.expire_pins(10.0)  # A's pin is gone; only its first arrival (t=0) still counts
@@ -85,13 +93,13 @@ def test_pinned_programs_go_first() -> None:
 
 def test_a_pin_carries_the_whole_context_into_the_next_turn() -> None:
     s = Scheduler(EngineConfig(block_size=4, num_blocks=32, policy="ttl"))
-    first = s.add(0, _req(6, max_tokens=3, program_id="p", next_tool="edit"), 0.0)
+    first = s.add(0, _req(5, max_tokens=3, program_id="p", next_tool="edit"), 0.0)
     _drain(s, 0.0)
-    assert "p" in s.pins and s.pins["p"].num_computed == 8  # 6 prompt + 3 generated - 1
-    nxt = first.token_ids + [7, 7, 7]
+    assert "p" in s.pins and s.pins["p"].num_computed == 7  # 5 prompt + 3 generated - 1
+    nxt = [*first.token_ids, 7, 7, 7]
     second = s.add(1, EngineRequest(tuple(nxt), max_tokens=2, program_id="p"), 1.0)
     _step(s, 1.0)
-    assert second.num_cached == 8  # two full blocks; the partial third came from the pin
+    assert second.num_cached == 7  # one full block by hash, the partial second from the pin
     assert "p" not in s.pins and s.stats.pin_hits == 1 and s.stats.recomputed_tokens == 0
     _drain(s, 1.0)
 
@@ -109,8 +117,9 @@ def test_pins_expire_and_last_turns_do_not_pin() -> None:
 
 
 def test_pressure_drops_the_pin_least_likely_to_return_first() -> None:
-    cfg = EngineConfig(block_size=2, num_blocks=12, policy="ttl", max_ttl_s=100.0,
-                       prefill_tok_per_s=1.0)
+    cfg = EngineConfig(
+        block_size=2, num_blocks=12, policy="ttl", max_ttl_s=100.0, prefill_tok_per_s=1.0
+    )
     s = Scheduler(cfg)
     for _ in range(5):
         s.ttl.observe_gap("fast", 1.0)
@@ -127,8 +136,9 @@ def test_pressure_drops_the_pin_least_likely_to_return_first() -> None:
 
 
 def test_waiting_requests_only_evict_pins_worth_less_than_their_memory() -> None:
-    cfg = EngineConfig(block_size=2, num_blocks=8, policy="ttl", prefill_tok_per_s=1.0,
-                       max_ttl_s=100.0)
+    cfg = EngineConfig(
+        block_size=2, num_blocks=8, policy="ttl", prefill_tok_per_s=1.0, max_ttl_s=100.0
+    )
     s = Scheduler(cfg)
     for _ in range(4):
         s.ttl.observe_gap("t", 5.0)
