@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 import torch
@@ -25,8 +26,8 @@ CHATML = (
 )
 
 
-def tiny_model(arch: str = "qwen2", seed: int = 0) -> torch.nn.Module:
-    common = dict(
+def tiny_model(arch: str = "qwen2", seed: int = 0) -> Any:
+    common: dict[str, Any] = dict(
         vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=128,
@@ -37,16 +38,16 @@ def tiny_model(arch: str = "qwen2", seed: int = 0) -> torch.nn.Module:
     )
     torch.manual_seed(seed)
     if arch == "qwen2":
-        model: torch.nn.Module = Qwen2ForCausalLM(Qwen2Config(**common))
+        model: Any = Qwen2ForCausalLM(Qwen2Config(**common))
     else:
         model = LlamaForCausalLM(LlamaConfig(**common))
-    model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=0)
+    model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=0)  # type: ignore[no-untyped-call]
     return model.eval()
 
 
-def greedy_reference(model: torch.nn.Module, prompt: Sequence[int], n: int) -> list[int]:
+def greedy_reference(model: Any, prompt: Sequence[int], n: int) -> list[int]:
     """transformers' own `generate` (sdpa attention, its dynamic cache), greedy, n tokens."""
-    ref = copy.deepcopy(model)
+    ref: Any = copy.deepcopy(model)
     ref.set_attn_implementation("sdpa")
     with torch.no_grad():
         out = ref.generate(torch.tensor([list(prompt)]), max_new_tokens=n, do_sample=False)
@@ -62,7 +63,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(SPECIALS)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
@@ -72,7 +73,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture
-def model_factory() -> Callable[..., torch.nn.Module]:
+def model_factory() -> Callable[..., Any]:
     return tiny_model
 
 

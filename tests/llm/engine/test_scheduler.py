@@ -5,7 +5,7 @@ The "sampled" token is a function of the position, so the scheduler is exercised
 
 from __future__ import annotations
 
-from harness.llm.engine.config import EngineConfig
+from harness.llm.engine.config import EngineConfig, Policy
 from harness.llm.engine.scheduler import Scheduler
 from harness.llm.engine.sequence import EngineRequest, SeqState, Sequence
 
@@ -56,6 +56,7 @@ def test_preemption_under_memory_pressure_never_loses_a_request() -> None:
 
 def test_request_fcfs_versus_program_fcfs() -> None:
     orders = {}
+    policy: Policy
     for policy in ("lru", "ttl"):
         s = Scheduler(
             EngineConfig(
@@ -155,7 +156,7 @@ def test_waiting_requests_only_evict_pins_worth_less_than_their_memory() -> None
 
 
 def test_policy_none_recomputes_everything() -> None:
-    for policy, cached in (("none", 0), ("lru", 4)):
+    for policy in ("none", "lru"):
         s = Scheduler(EngineConfig(block_size=4, num_blocks=32, policy=policy))
         s.add(0, _req(9, max_tokens=1, program_id="p"), 0.0)
         _drain(s)
@@ -163,7 +164,6 @@ def test_policy_none_recomputes_everything() -> None:
         _drain(s, 1.0)
         assert s.stats.cached_tokens == 8 if policy == "lru" else s.stats.cached_tokens == 0
         assert s.stats.recomputed_tokens == 9 - (8 if policy == "lru" else 0)
-        del cached
 
 
 def test_abort_frees_everything() -> None:
