@@ -50,7 +50,11 @@ def greedy_reference(model: Any, prompt: Sequence[int], n: int) -> list[int]:
     ref: Any = copy.deepcopy(model)
     ref.set_attn_implementation("sdpa")
     with torch.no_grad():
-        out = ref.generate(torch.tensor([list(prompt)]), max_new_tokens=n, do_sample=False)
+        ids = torch.tensor([list(prompt)])
+        # An explicit mask: `generate` would otherwise mask prompt tokens equal to pad_token_id.
+        out = ref.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False
+        )
     return [int(t) for t in out[0, len(prompt) :].tolist()]
 
 
