@@ -38,7 +38,7 @@ def _run(engine: Engine, prompts: list[list[int]], n: int, **kw: Any) -> list[Re
 def test_batched_chunked_prefix_shared_matches_generate(arch: str) -> None:
     model = tiny_model(arch)
     prompts = _prompts(1, [5, 17, 40, 9, 3])
-    prompts.append(prompts[2][:24] + [1, 2, 3])  # shares 6 blocks with prompt 2
+    prompts.append([*prompts[2][:24], 1, 2, 3])  # shares 6 blocks with prompt 2
     prompts.append(list(prompts[1]))  # identical prompt: all but the last token cached
     engine = _engine(model, block_size=4, num_blocks=128, max_batched_tokens=16, policy="lru")
     outs = _run(engine, prompts[:5], 10)
