@@ -25,6 +25,9 @@ class EngineConfig:
     max_num_seqs: int = 64  # sequences in one batch
     max_batched_tokens: int = 2048  # tokens per step; longer prompts are prefilled in chunks
     max_model_len: int = 32768
+    # Admit a request only if every running one can still reach max_tokens (no preemption
+    # in steady state); off: admit on the prompt alone and preempt under pressure (vLLM-like).
+    reserve_decode: bool = True
     policy: Policy = "ttl"
     program_fcfs: bool | None = None  # None: on exactly when policy == "ttl"
     # TTL policy (see ttl.py for the math).

@@ -159,6 +159,9 @@ class Scheduler:
     def _blocks_for(self, n_tokens: int) -> int:
         return math.ceil(n_tokens / self.config.block_size)
 
+    def _final_blocks(self, seq: Sequence) -> int:
+        return self._blocks_for(min(seq.prompt_len + seq.request.max_tokens, self.max_len))
+
     def schedule(self, now: float) -> SchedulerOutput:
         self.expire_pins(now)
         budget = self.config.max_batched_tokens
@@ -228,6 +231,12 @@ class Scheduler:
         toks = [block_tokens(seq.token_ids, bs, i) for i in range(len(hashes))]
         pin = self.pins.get(seq.program_id) if seq.program_id is not None else None
         total = self._blocks_for(seq.num_tokens)
+        # Admission reserves room for every running sequence to reach max_tokens, so decodes
+        # do not run into memory pressure later (preemption stays the exception).
+        final = reserve = 0
+        if self.config.reserve_decode:
+            final = self._final_blocks(seq) - total
+            reserve = sum(max(0, self._final_blocks(s) - len(s.block_table)) for s in self.running)
         while True:
             hits = self.bm.lookup(hashes, toks)
             gpu_hits = {h.block for h in hits if h.where == "gpu"}
@@ -240,7 +249,7 @@ class Scheduler:
                     for b in pin.blocks
                     if self.bm.ref[b] == 1 and b not in gpu_hits and b != partial
                 )
-            if total - taken <= available:
+            if total - taken + final + reserve <= available:
                 break
             if not self._drop_pin(now, any_pin=not self.running, keep=seq.program_id):
                 return False

@@ -52,7 +52,14 @@ def test_batched_chunked_prefix_shared_matches_generate(arch: str) -> None:
 def test_preemption_keeps_outputs_exact() -> None:
     model = tiny_model()
     prompts = _prompts(2, [12, 15, 9, 14, 11])
-    engine = _engine(model, block_size=4, num_blocks=14, max_batched_tokens=32, policy="lru")
+    engine = _engine(
+        model,
+        block_size=4,
+        num_blocks=14,
+        max_batched_tokens=32,
+        policy="lru",
+        reserve_decode=False,
+    )
     outs = _run(engine, prompts, 12)
     assert engine.scheduler_stats.preemptions > 0
     for p, o in zip(prompts, outs, strict=True):

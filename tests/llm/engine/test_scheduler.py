@@ -43,7 +43,11 @@ def test_long_prompts_are_prefilled_in_chunks_and_decodes_go_first() -> None:
 
 
 def test_preemption_under_memory_pressure_never_loses_a_request() -> None:
-    s = Scheduler(EngineConfig(block_size=2, num_blocks=12, max_batched_tokens=64, policy="lru"))
+    s = Scheduler(
+        EngineConfig(
+            block_size=2, num_blocks=12, max_batched_tokens=64, policy="lru", reserve_decode=False
+        )
+    )
     for i in range(5):
         s.add(i, _req(6, max_tokens=8, start=10 * i), float(i))
     done = _drain(s)
@@ -119,7 +123,12 @@ def test_pins_expire_and_last_turns_do_not_pin() -> None:
 
 def test_pressure_drops_the_pin_least_likely_to_return_first() -> None:
     cfg = EngineConfig(
-        block_size=2, num_blocks=12, policy="ttl", max_ttl_s=100.0, prefill_tok_per_s=1.0
+        block_size=2,
+        num_blocks=12,
+        policy="ttl",
+        max_ttl_s=100.0,
+        prefill_tok_per_s=1.0,
+        reserve_decode=False,
     )
     s = Scheduler(cfg)
     for _ in range(5):
@@ -138,7 +147,12 @@ def test_pressure_drops_the_pin_least_likely_to_return_first() -> None:
 
 def test_waiting_requests_only_evict_pins_worth_less_than_their_memory() -> None:
     cfg = EngineConfig(
-        block_size=2, num_blocks=8, policy="ttl", prefill_tok_per_s=1.0, max_ttl_s=100.0
+        block_size=2,
+        num_blocks=8,
+        policy="ttl",
+        prefill_tok_per_s=1.0,
+        max_ttl_s=100.0,
+        reserve_decode=False,
     )
     s = Scheduler(cfg)
     for _ in range(4):
@@ -172,3 +186,11 @@ def test_abort_frees_everything() -> None:
     _step(s)
     seq = s.abort(0)
     assert seq is not None and seq.state is SeqState.FINISHED and s.bm.num_used == 0
+
+
+def test_reserving_decode_room_avoids_preemption() -> None:
+    s = Scheduler(EngineConfig(block_size=2, num_blocks=12, max_batched_tokens=64, policy="lru"))
+    for i in range(5):
+        s.add(i, _req(6, max_tokens=8, start=10 * i), float(i))
+    done = _drain(s)
+    assert len(done) == 5 and s.stats.preemptions == 0 and s.stats.recomputed_tokens == 0
