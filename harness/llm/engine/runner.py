@@ -31,10 +31,19 @@ class Runner(Protocol):
 
 
 def _bucket(n: int, cap: int) -> int:
+    """Graph batch bucket: the next power of two, capped."""
     b = 1
     while b < n:
         b *= 2
     return min(b, cap) if n <= cap else n
+
+
+def _width_bucket(w: int) -> int:
+    """Graph block-table width: rounded up at ~25% granularity (few graphs, little padding)."""
+    if w <= 8:
+        return _bucket(w, 8)
+    step = 1 << (w.bit_length() - 3)
+    return -(-w // step) * step
 
 
 @dataclass
@@ -197,7 +206,7 @@ class ModelRunner:
     def _decode_graph(self, decodes: list[ScheduledSeq]) -> torch.Tensor:
         n = len(decodes)
         width = max(len(it.seq.block_table) for it in decodes)
-        key = (_bucket(n, self.config.graph_max_batch), _bucket(width, 1 << 30))
+        key = (_bucket(n, self.config.graph_max_batch), _width_bucket(width))
         g = self._graphs.get(key) or self._capture(*key)
         rows = [
             it.seq.block_table + [self.null_block] * (key[1] - len(it.seq.block_table))
@@ -264,7 +273,7 @@ class ModelRunner:
         with torch.inference_mode():
             for b in sorted(batch_sizes, reverse=True):
                 for w in sorted(widths, reverse=True):
-                    key = (_bucket(b, self.config.graph_max_batch), _bucket(w, 1 << 30))
+                    key = (_bucket(b, self.config.graph_max_batch), _width_bucket(w))
                     if key not in self._graphs:
                         self._capture(*key)
 
