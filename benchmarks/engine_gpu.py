@@ -235,7 +235,7 @@ def bench_batch(
         try:
             from transformers import GenerationConfig
 
-            gc_ = GenerationConfig(
+            gc_ = GenerationConfig(  # type: ignore[no-untyped-call]
                 max_new_tokens=sz.batch_new, do_sample=False, eos_token_id=None, pad_token_id=0
             )
             sync(device)
