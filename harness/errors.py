@@ -1,19 +1,19 @@
 """One exception tree for the whole package.
 
-    HarnessError                 every error we raise on purpose; `hint` says what to do
-    ├── ConfigError              bad configuration, option or input file
-    │   └── ModelSpecError       a model spec that does not parse or resolve
-    ├── SandboxError             sandboxes and images
-    │   ├── SandboxUnavailable   the backend cannot run here (no engine, no bwrap)
-    │   ├── RepoError            missing repository path, unknown commit, bad clone
-    │   └── ImageError           a base or environment image could not be built
-    ├── LLMError                 model calls
-    │   ├── ModelStoreError      fetching / verifying a stored model failed
-    │   ├── LLMTransportError    server down, malformed reply, retries exhausted
-    │   └── ContextTooLong       the prompt does not fit the model's window
-    ├── BudgetExceeded           a token or dollar cap would be overshot
-    ├── TaskError                an issue / task cannot be loaded
-    └── GitHubError              GitHub REST failures (rate limit, auth, not found)
+HarnessError                 every error we raise on purpose; `hint` says what to do
+├── ConfigError              bad configuration, option or input file
+│   └── ModelSpecError       a model spec that does not parse or resolve
+├── SandboxError             sandboxes and images
+│   ├── SandboxUnavailable   the backend cannot run here (no engine, no bwrap)
+│   ├── RepoError            missing repository path, unknown commit, bad clone
+│   └── ImageError           a base or environment image could not be built
+├── LLMError                 model calls
+│   ├── ModelStoreError      fetching / verifying a stored model failed
+│   ├── LLMTransportError    server down, malformed reply, retries exhausted
+│   └── ContextTooLong       the prompt does not fit the model's window
+├── BudgetExceeded           a token or dollar cap would be overshot
+├── TaskError                an issue / task cannot be loaded
+└── GitHubError              GitHub REST failures (rate limit, auth, not found)
 """
 
 from __future__ import annotations

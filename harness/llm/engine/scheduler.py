@@ -31,10 +31,12 @@ class Pin:
     tool: str | None
     created: float
     ttl: float
+    program_arrival: float = 0.0
+    claimed: bool = False  # the next turn arrived: no expiry, released when it is admitted
 
     @property
     def expiry(self) -> float:
-        return self.created + self.ttl
+        return math.inf if self.claimed else self.created + self.ttl
 
 
 @dataclass
@@ -128,6 +130,7 @@ class Scheduler:
                 self.stats.turns_after_pin += 1
                 if pid in self.pins:
                     self.stats.pin_hits += 1
+                    self.pins[pid].claimed = True
         seq = Sequence(seq_id, request, now, program_arrival, list(request.prompt_ids))
         seq.known_len = known
         self.waiting.append(seq)
@@ -296,7 +299,7 @@ class Scheduler:
         """
         candidates = []
         for pin in self.pins.values():
-            if pin.program_id == keep:
+            if pin.program_id == keep or (pin.claimed and not any_pin):
                 continue
             elapsed = now - pin.created
             if (
@@ -312,8 +315,9 @@ class Scheduler:
                 >= 0.0
             ):
                 continue
-            p = self.ttl.reuse_probability(pin.tool, elapsed, pin.ttl)
-            candidates.append((p, -len(pin.blocks), pin.created, pin))
+            p = 1.0 if pin.claimed else self.ttl.reuse_probability(pin.tool, elapsed, pin.ttl)
+            # Ties go to the youngest program (program FCFS), then to the bigger pin.
+            candidates.append((p, -pin.program_arrival, -len(pin.blocks), pin))
         if not candidates:
             return False
         victim = min(candidates, key=lambda c: c[:3])[3]
@@ -418,7 +422,14 @@ class Scheduler:
         if old is not None:
             self._release_pin(old, offload=True)
         self.pins[pid] = Pin(
-            pid, seq.block_table, seq.token_ids, seq.num_computed, req.next_tool, now, ttl
+            pid,
+            seq.block_table,
+            seq.token_ids,
+            seq.num_computed,
+            req.next_tool,
+            now,
+            ttl,
+            program_arrival=seq.program_arrival,
         )
         self._pinned_programs_last_turn.add(pid)
         self.stats.pins_created += 1

@@ -194,3 +194,14 @@ def test_reserving_decode_room_avoids_preemption() -> None:
         s.add(i, _req(6, max_tokens=8, start=10 * i), float(i))
     done = _drain(s)
     assert len(done) == 5 and s.stats.preemptions == 0 and s.stats.recomputed_tokens == 0
+
+
+def test_a_claimed_pin_outlives_its_ttl_until_admission() -> None:
+    s = Scheduler(EngineConfig(block_size=4, num_blocks=32, policy="ttl", default_ttl_s=2.0))
+    first = s.add(0, _req(9, max_tokens=2, program_id="p"), 0.0)
+    _drain(s, 0.0)
+    second = s.add(1, EngineRequest((*first.token_ids, 1, 2), max_tokens=1, program_id="p"), 1.0)
+    s.expire_pins(50.0)  # the turn arrived in time: the pin is claimed, not expired
+    assert "p" in s.pins
+    _step(s, 50.0)
+    assert second.num_cached == 10 and not s.pins
