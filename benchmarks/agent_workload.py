@@ -17,6 +17,7 @@ import math
 import platform
 import random
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -234,19 +235,23 @@ def transformers_engine_factory(model: Any) -> EngineFactory:
     return make
 
 
-def _cpu_model(vocab: int) -> Any:
+CPU_MODELS: dict[str, dict[str, Any]] = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2),
+    "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4),
+}
+
+
+def cpu_model(vocab: int, size: str = "tiny") -> Any:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(0)
     cfg = Qwen2Config(
         vocab_size=vocab,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=65536,
+        **CPU_MODELS[size],
     )
     model: Any = Qwen2ForCausalLM(cfg)
     return model.eval()
@@ -276,22 +281,30 @@ def machine() -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", choices=sorted(CPU_MODELS), default="tiny")
     ap.add_argument("--programs", type=int, default=12)
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--system-tokens", type=int, default=1500)
-    ap.add_argument("--tool-min", type=int, default=300)
-    ap.add_argument("--tool-max", type=int, default=3000)
-    ap.add_argument("--gen-min", type=int, default=100)
-    ap.add_argument("--gen-max", type=int, default=400)
-    ap.add_argument("--pause-scale", type=float, default=0.1)
+    ap.add_argument("--tool-min", type=int, default=200)
+    ap.add_argument("--tool-max", type=int, default=1500)
+    ap.add_argument("--gen-min", type=int, default=50)
+    ap.add_argument("--gen-max", type=int, default=150)
+    ap.add_argument("--pause-scale", type=float, default=0.3)
     ap.add_argument(
         "--kv-fraction",
         type=float,
-        default=0.4,
-        help="KV budget as a fraction of all programs' final contexts",
+        default=0.25,
+        help="device KV budget as a fraction of all programs' final contexts",
+    )
+    ap.add_argument(
+        "--cpu-tier",
+        type=float,
+        default=1.0,
+        help="CPU offload tier for ttl, same unit; 0 turns offload off",
     )
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--max-batched-tokens", type=int, default=2048)
+    ap.add_argument("--policies", default="none,lru,ttl")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="")
     args = ap.parse_args(argv)
@@ -314,24 +327,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_num_seqs=64,
         max_batched_tokens=args.max_batched_tokens,
         max_model_len=65536,
+        num_cpu_blocks=int(args.cpu_tier * live / args.block_size),
     )
-    model = _cpu_model(spec.vocab)
+    model = cpu_model(spec.vocab, args.model)
+    make = transformers_engine_factory(model)
     t0 = time.perf_counter()
-    results = compare(programs, base, transformers_engine_factory(model))
+    results: dict[str, ReplayResult] = {}
+    for pol in args.policies.split(","):
+        t1 = time.perf_counter()
+        results[pol] = replay(programs, replace(base, policy=pol), make)  # type: ignore[arg-type]
+        print(f"[agent_workload] {pol}: {time.perf_counter() - t1:.1f}s", file=sys.stderr)
+    n_params = sum(p.numel() for p in model.parameters())
     report = {
         "machine": machine(),
-        "model": "Qwen2 random init: 4 layers, hidden 128, 4 heads / 2 KV heads, vocab 1000, fp32",
+        "model": f"Qwen2 random init ({args.model}: {CPU_MODELS[args.model]}, 4 heads / 2 KV "
+        f"heads, vocab 1000, {n_params} params), float32",
         "workload": asdict(spec),
         "live_context_tokens": live,
         "max_context_tokens": max(
             sum(len(t.new_tokens) + t.gen_tokens for t in p.turns) for p in programs
         ),
         "kv_budget_tokens": blocks * args.block_size,
+        "cpu_tier_tokens": base.num_cpu_blocks * args.block_size,
         "clock": "tool pauses simulated; each step advances the clock by its measured wall time",
         "results": {
             k: {kk: vv for kk, vv in asdict(v).items() if kk != "jct_s"} for k, v in results.items()
         },
-        "ratios": ratios(results),
+        "ratios": ratios(results) if {"none", "lru", "ttl"} <= set(results) else {},
         "wall_s": time.perf_counter() - t0,
     }
     text = json.dumps(report, indent=2)

@@ -37,6 +37,7 @@ class EngineConfig:
     gap_window: int = 64  # recent gaps kept per tool
     memory_price: float = 0.25  # engine-seconds charged per (whole cache x second) a pin holds
     prefill_tok_per_s: float = 20000.0  # prior for the recompute cost; the engine refines it
+    restore_tok_per_s: float = 1_000_000.0  # CPU-tier copy-back speed (~28 GB/s at 28 KB/token)
     tool_priors: tuple[tuple[str, float], ...] = ()  # (tool, typical gap in s) before any data
     # Runner.
     cuda_graphs: bool = True  # capture pure-decode steps on CUDA

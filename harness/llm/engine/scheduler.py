@@ -32,6 +32,7 @@ class Pin:
     created: float
     ttl: float
     program_arrival: float = 0.0
+    program_rank: int = 0
     claimed: bool = False  # the next turn arrived: no expiry, released when it is admitted
 
     @property
@@ -42,6 +43,7 @@ class Pin:
 @dataclass
 class Program:
     first_arrival: float
+    rank: int = 0
     last_finish: float | None = None
     last_tool: str | None = None
     last_tokens: list[int] = field(default_factory=list)
@@ -118,10 +120,10 @@ class Scheduler:
         if len(request.prompt_ids) >= self.max_len:
             raise ValueError(f"prompt of {len(request.prompt_ids)} tokens >= {self.max_len}")
         pid = request.program_id
-        program_arrival, known = now, 0
+        program_arrival, rank, known = now, seq_id, 0
         if pid is not None:
-            prog = self.programs.setdefault(pid, Program(first_arrival=now))
-            program_arrival = prog.first_arrival
+            prog = self.programs.setdefault(pid, Program(first_arrival=now, rank=seq_id))
+            program_arrival, rank = prog.first_arrival, prog.rank
             if prog.last_finish is not None:
                 self.ttl.observe_gap(prog.last_tool, now - prog.last_finish)
                 known = _lcp(prog.last_tokens[: prog.last_computed], request.prompt_ids)
@@ -131,7 +133,7 @@ class Scheduler:
                 if pid in self.pins:
                     self.stats.pin_hits += 1
                     self.pins[pid].claimed = True
-        seq = Sequence(seq_id, request, now, program_arrival, list(request.prompt_ids))
+        seq = Sequence(seq_id, request, now, program_arrival, list(request.prompt_ids), rank)
         seq.known_len = known
         self.waiting.append(seq)
         return seq
@@ -153,11 +155,11 @@ class Scheduler:
         return min((p.expiry for p in self.pins.values()), default=None)
 
     # -- scheduling -------------------------------------------------------------------------
-    def _priority(self, seq: Sequence) -> tuple[float, float, float, int]:
+    def _priority(self, seq: Sequence) -> tuple[float, float, int, float, int]:
         if self.config.use_program_fcfs:
             pinned = 0.0 if seq.program_id is not None and seq.program_id in self.pins else 1.0
-            return (pinned, seq.program_arrival, seq.arrival, seq.seq_id)
-        return (0.0, seq.arrival, seq.arrival, seq.seq_id)
+            return (pinned, seq.program_arrival, seq.program_rank, seq.arrival, seq.seq_id)
+        return (0.0, seq.arrival, seq.seq_id, seq.arrival, seq.seq_id)
 
     def _blocks_for(self, n_tokens: int) -> int:
         return math.ceil(n_tokens / self.config.block_size)
@@ -316,8 +318,8 @@ class Scheduler:
             ):
                 continue
             p = 1.0 if pin.claimed else self.ttl.reuse_probability(pin.tool, elapsed, pin.ttl)
-            # Ties go to the youngest program (program FCFS), then to the bigger pin.
-            candidates.append((p, -pin.program_arrival, -len(pin.blocks), pin))
+            # Ties go to the youngest program (program FCFS).
+            candidates.append((p, -pin.program_arrival, -pin.program_rank, pin))
         if not candidates:
             return False
         victim = min(candidates, key=lambda c: c[:3])[3]
@@ -345,8 +347,8 @@ class Scheduler:
         self.stats.preemptions += 1
         self.waiting.append(seq)
 
-    def _release_blocks(self, seq: Sequence) -> None:
-        self.bm.free(seq.block_table)
+    def _release_blocks(self, seq: Sequence, *, offload: bool = False) -> None:
+        self.bm.free(seq.block_table, offload=offload)
         seq.block_table, seq.block_hashes = [], []
 
     # -- after the forward pass -------------------------------------------------------------
@@ -415,8 +417,8 @@ class Scheduler:
                 self.config.num_blocks,
                 pressure,
             )
-        if ttl <= 0.0:
-            self._release_blocks(seq)
+        if ttl <= 0.0:  # not worth pinning; with a CPU tier it may still come back from there
+            self._release_blocks(seq, offload=True)
             return
         old = self.pins.get(pid)
         if old is not None:
@@ -430,6 +432,7 @@ class Scheduler:
             now,
             ttl,
             program_arrival=seq.program_arrival,
+            program_rank=seq.program_rank,
         )
         self._pinned_programs_last_turn.add(pid)
         self.stats.pins_created += 1

@@ -54,6 +54,7 @@ class Sequence:
     arrival: float
     program_arrival: float  # first arrival of the program (program-level FCFS key)
     token_ids: list[int]
+    program_rank: int = 0  # id of the program's first request: breaks arrival-time ties
     state: SeqState = SeqState.WAITING
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chain hashes of full, computed blocks

@@ -65,6 +65,13 @@ class TtlPolicy:
         if tokens >= 64 and seconds > 0:
             self.prefill_rate = 0.8 * self.prefill_rate + 0.2 * (tokens / seconds)
 
+    def loss_s(self, n_tokens: int) -> float:
+        """Engine seconds lost when a pin is dropped: recompute, or a copy back from the CPU."""
+        recompute = n_tokens / max(self.prefill_rate, 1e-9)
+        if self.config.offload:
+            return min(recompute, n_tokens / self.config.restore_tok_per_s)
+        return recompute
+
     def ttl(
         self, tool: str | None, n_tokens: int, n_blocks: int, total_blocks: int, pressure: float
     ) -> float:
@@ -75,7 +82,7 @@ class TtlPolicy:
             prior = self.priors.get(tool or DEFAULT_TOOL)
             guess = cfg.default_ttl_s if prior is None else 1.5 * prior
             return min(max(guess, cfg.min_ttl_s), cfg.max_ttl_s)
-        recompute_s = n_tokens / max(self.prefill_rate, 1e-9)
+        recompute_s = self.loss_s(n_tokens)
         hold_price = cfg.memory_price * min(max(pressure, 0.0), 1.0) * n_blocks / total_blocks
         n = len(samples)
         best_tau, best_u, prefix = 0.0, 0.0, 0.0
@@ -115,7 +122,7 @@ class TtlPolicy:
     ) -> float:
         """U of keeping a pin from now on, at full pressure (someone is waiting for memory)."""
         p = self.reuse_probability(tool, elapsed, ttl)
-        recompute_s = n_tokens / max(self.prefill_rate, 1e-9)
+        recompute_s = self.loss_s(n_tokens)
         later = [min(g, ttl) - elapsed for g in self.stats.samples(tool) if g > elapsed]
         hold = sum(later) / len(later) if later else max(ttl - elapsed, 0.0) / 2
         return p * recompute_s - self.config.memory_price * n_blocks / total_blocks * hold
