@@ -42,7 +42,8 @@ class Sizes:
     batch_new: int
     chunk: int  # max_batched_tokens
     workload: aw.WorkloadSpec
-    kv_fraction: float
+    kv_fraction: float  # device KV budget / all programs' final contexts
+    cpu_tier: float  # CPU offload tier for ttl, same unit
 
 
 FULL = Sizes(
@@ -54,36 +55,38 @@ FULL = Sizes(
     batch_new=256,
     chunk=8192,
     workload=aw.WorkloadSpec(
-        programs=24,
-        turns=6,
+        programs=16,
+        turns=8,
         system_tokens=6000,
-        tool_tokens=(500, 4000),
+        tool_tokens=(500, 3000),
         gen_tokens=(100, 400),
-        pause_scale=1.0,
+        pause_scale=0.3,
         vocab=151000,
         seed=0,
     ),
-    kv_fraction=0.35,
+    kv_fraction=0.25,
+    cpu_tier=1.0,
 )
 TINY = Sizes(
     b1_prompt=16,
-    b1_new=16,
-    b1_generate_new=8,
+    b1_new=12,
+    b1_generate_new=6,
     batch=4,
-    batch_prompt=64,
-    batch_new=16,
+    batch_prompt=32,
+    batch_new=8,
     chunk=128,
     workload=aw.WorkloadSpec(
-        programs=3,
-        turns=3,
-        system_tokens=200,
-        tool_tokens=(50, 200),
-        gen_tokens=(10, 30),
+        programs=2,
+        turns=2,
+        system_tokens=64,
+        tool_tokens=(16, 64),
+        gen_tokens=(4, 8),
         pause_scale=0.01,
         vocab=900,
         seed=0,
     ),
     kv_fraction=0.5,
+    cpu_tier=1.0,
 )
 
 
@@ -162,8 +165,11 @@ def use_sdpa(model: Any) -> None:
     model.set_attn_implementation("sdpa")
 
 
-def bench_b1(model: Any, sz: Sizes, device: torch.device, vocab: int) -> dict[str, Any]:
+def bench_b1(
+    model: Any, sz: Sizes, device: torch.device, vocab: int, opts: dict[str, Any]
+) -> dict[str, Any]:
     cfg = EngineConfig(
+        **opts,
         num_blocks=256,
         max_num_seqs=8,
         max_batched_tokens=sz.chunk,
@@ -209,7 +215,12 @@ def bench_b1(model: Any, sz: Sizes, device: torch.device, vocab: int) -> dict[st
 
 
 def bench_batch(
-    model: Any, sz: Sizes, device: torch.device, vocab: int, skip_generate_batch: bool
+    model: Any,
+    sz: Sizes,
+    device: torch.device,
+    vocab: int,
+    skip_generate_batch: bool,
+    opts: dict[str, Any],
 ) -> dict[str, Any]:
     prompts = random_prompts(sz.batch, sz.batch_prompt, vocab, 2)
     total_new = sz.batch * sz.batch_new
@@ -260,6 +271,7 @@ def bench_batch(
         max_model_len=sz.batch_prompt + sz.batch_new + 16,
         policy="none",
         graph_max_batch=max(sz.batch, 1),
+        **opts,
     )
     engine = engine_for(model, cfg)
     warm = random_prompts(sz.batch, sz.batch_prompt, vocab, 3)
@@ -284,18 +296,23 @@ def bench_batch(
     return out
 
 
-def bench_agent(model: Any, sz: Sizes, device: torch.device) -> dict[str, Any]:
+def bench_agent(
+    model: Any, sz: Sizes, device: torch.device, opts: dict[str, Any]
+) -> dict[str, Any]:
     programs = aw.generate(sz.workload)
     live = aw.live_context_tokens(programs)
     bs = 16
     blocks = int(sz.kv_fraction * live / bs)
     longest = max(sum(len(t.new_tokens) + t.gen_tokens for t in p.turns) for p in programs)
+    blocks = max(blocks, -(-longest // bs) + 8)  # the budget always fits the longest program
     base = EngineConfig(
         block_size=bs,
         num_blocks=blocks,
         max_num_seqs=64,
         max_batched_tokens=sz.chunk,
         max_model_len=longest + 64,
+        num_cpu_blocks=int(sz.cpu_tier * live / bs),
+        **opts,
     )
 
     def make(config: EngineConfig, clock: Any, hook: Any) -> Engine:
@@ -327,12 +344,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default="")
     ap.add_argument("--skip", default="", help="comma list of sections: b1,batch,agent")
     ap.add_argument("--skip-generate-batch", action="store_true")
+    ap.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="CUDA graphs without torch.compile for the b1 and batch decode steps",
+    )
     args = ap.parse_args(argv)
     out_path = args.out or os.path.join(os.environ.get("OUT", "."), "engine_gpu.json")
     skip = set(filter(None, args.skip.split(",")))
     device = torch.device("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     sz = TINY if args.tiny else FULL
+    compile_decode = device.type == "cuda" and not args.no_compile
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "machine": aw.machine(),
@@ -354,19 +377,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bw = copy_bandwidth(device, (64 if args.tiny else 1024) * 2**20)
     report.update(weight_bytes=wb, copy_bandwidth_GBps=bw / 1e9, roofline_tok_s=bw / wb)
     save()
-    sections: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-        ("b1", lambda: bench_b1(model, sz, device, vocab)),
-        ("batch", lambda: bench_batch(model, sz, device, vocab, args.skip_generate_batch)),
-        ("agent", lambda: bench_agent(model, sz, device)),
+    # Fastest first; a mode that fails (compile, graph capture) is recorded and the next tried.
+    modes = [{"compile_decode": True, "cuda_graphs": True}] if compile_decode else []
+    modes += [
+        {"compile_decode": False, "cuda_graphs": True},
+        {"compile_decode": False, "cuda_graphs": False},
+    ]
+    sections: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
+        ("b1", lambda opts: bench_b1(model, sz, device, vocab, opts)),
+        (
+            "batch",
+            lambda opts: bench_batch(model, sz, device, vocab, args.skip_generate_batch, opts),
+        ),
+        ("agent", lambda opts: bench_agent(model, sz, device, opts)),
     ]
     for name, fn in sections:
         if name in skip:
             continue
         t0 = time.perf_counter()
-        try:
-            report[name] = fn()
-        except Exception:
-            report["errors"][name] = traceback.format_exc()[-3000:]
+        for i, opts in enumerate(modes if name != "agent" else modes[-2:]):
+            try:
+                report[name] = {**fn(opts), "engine_mode": opts}
+                break
+            except Exception:
+                report["errors"][f"{name}[{i}]"] = traceback.format_exc()[-3000:]
+                free_memory()
         report["sections_s"][name] = time.perf_counter() - t0
         print(f"[engine_gpu] {name} done in {report['sections_s'][name]:.1f}s", flush=True)
         save()

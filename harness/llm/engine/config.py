@@ -42,6 +42,7 @@ class EngineConfig:
     # Runner.
     cuda_graphs: bool = True  # capture pure-decode steps on CUDA
     graph_max_batch: int = 64
+    compile_decode: bool = False  # torch.compile the decode step (graphs then capture it)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

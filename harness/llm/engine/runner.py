@@ -103,6 +103,9 @@ class ModelRunner:
         self._graphs: dict[tuple[int, int], _Graph] = {}
         self._graph_pool: Any = None
         self._generators: dict[int, torch.Generator] = {}
+        self._decode_fn: Callable[..., torch.Tensor] = self.decode_step
+        if config.compile_decode:  # fuses the many small kernels of a decode step
+            self._decode_fn = torch.compile(self.decode_step, dynamic=True)
         self.graph_replays = 0
         self.forwards = 0
 
@@ -115,8 +118,9 @@ class ModelRunner:
         prefills = [it for it in out.items if it.num_tokens > 1]
         order = decodes + prefills
         with torch.inference_mode():
-            if not prefills and self.use_graphs and len(decodes) <= self.config.graph_max_batch:
-                logits = self._decode_graph(decodes)
+            static = self.use_graphs or self.config.compile_decode
+            if not prefills and static and len(decodes) <= self.config.graph_max_batch:
+                logits = self._decode_static(decodes)
             else:
                 logits = self._forward(decodes, prefills)
         sampled_items = [it for it in order if it.sample]
@@ -202,31 +206,65 @@ class ModelRunner:
         logits: torch.Tensor = out.logits[0, : len(keep)]
         return logits
 
-    # -- CUDA graphs for pure-decode steps --------------------------------------------------
-    def _decode_graph(self, decodes: list[ScheduledSeq]) -> torch.Tensor:
+    # -- pure-decode steps: padded static shapes, CUDA graphs, optional torch.compile -------
+    def decode_step(
+        self,
+        ids: torch.Tensor,
+        pos: torch.Tensor,
+        slots: torch.Tensor,
+        tables: torch.Tensor,
+        ctx: torch.Tensor,
+    ) -> torch.Tensor:
+        """One decode forward over padded inputs: what graphs capture and compile sees."""
+        batch, width = tables.shape
+        span = torch.arange(width * self.block_size, device=tables.device)
+        mask = (span[None] < ctx[:, None]).view(batch, 1, 1, width * self.block_size)
+        meta = PagedMetadata(
+            self.k_cache, self.v_cache, self.block_size, slots, batch, tables, mask, []
+        )
+        out = self.model(
+            input_ids=ids,
+            position_ids=pos,
+            use_cache=False,
+            logits_to_keep=0,
+            paged_metadata=meta,
+        )
+        logits: torch.Tensor = out.logits
+        return logits
+
+    def _decode_static(self, decodes: list[ScheduledSeq]) -> torch.Tensor:
         n = len(decodes)
         width = max(len(it.seq.block_table) for it in decodes)
-        key = (_bucket(n, self.config.graph_max_batch), _width_bucket(width))
-        g = self._graphs.get(key) or self._capture(*key)
+        batch, width = _bucket(n, self.config.graph_max_batch), _width_bucket(width)
+        pad = batch - n
         rows = [
-            it.seq.block_table + [self.null_block] * (key[1] - len(it.seq.block_table))
+            it.seq.block_table + [self.null_block] * (width - len(it.seq.block_table))
             for it in decodes
         ]
-        rows += [[self.null_block] * key[1]] * (key[0] - n)
-        pad = key[0] - n
+        rows += [[self.null_block] * width] * pad
         null_slot = self.null_block * self.block_size
         ids = [it.seq.token_ids[it.start] for it in decodes] + [0] * pad
         pos = [it.start for it in decodes] + [0] * pad
         slots = [self._slot(it.seq.block_table, it.start) for it in decodes] + [null_slot] * pad
         ctx = [it.start + 1 for it in decodes] + [1] * pad
-        g.input_ids.copy_(torch.tensor(ids, dtype=torch.long)[None], non_blocking=True)
-        g.positions.copy_(torch.tensor(pos, dtype=torch.long)[None], non_blocking=True)
-        g.slots.copy_(torch.tensor(slots, dtype=torch.long), non_blocking=True)
-        g.tables.copy_(torch.tensor(rows, dtype=torch.long), non_blocking=True)
-        g.ctx.copy_(torch.tensor(ctx, dtype=torch.long), non_blocking=True)
+        host = (
+            torch.tensor([ids], dtype=torch.long),
+            torch.tensor([pos], dtype=torch.long),
+            torch.tensor(slots, dtype=torch.long),
+            torch.tensor(rows, dtype=torch.long),
+            torch.tensor(ctx, dtype=torch.long),
+        )
+        keep = [i for i, it in enumerate(decodes) if it.sample]
+        if not self.use_graphs:
+            args = [t.to(self.device) for t in host]
+            return self._decode_fn(*args)[0, keep]
+        g = self._graphs.get((batch, width)) or self._capture(batch, width)
+        for dst, src in zip(
+            (g.input_ids, g.positions, g.slots, g.tables, g.ctx), host, strict=True
+        ):
+            dst.copy_(src, non_blocking=True)
         g.graph.replay()
         self.graph_replays += 1
-        keep = [i for i, it in enumerate(decodes) if it.sample]
         return g.logits[0, keep]
 
     def _capture(self, batch: int, width: int) -> _Graph:
@@ -236,32 +274,17 @@ class ModelRunner:
         slots = torch.full((batch,), self.null_block * bs, dtype=torch.long, device=dev)
         tables = torch.full((batch, width), self.null_block, dtype=torch.long, device=dev)
         ctx = torch.ones(batch, dtype=torch.long, device=dev)
-        span = torch.arange(width * bs, device=dev)
-
-        def run() -> torch.Tensor:
-            mask = (span[None] < ctx[:, None]).view(batch, 1, 1, width * bs)
-            meta = PagedMetadata(self.k_cache, self.v_cache, bs, slots, batch, tables, mask, [])
-            out = self.model(
-                input_ids=ids,
-                position_ids=pos,
-                use_cache=False,
-                logits_to_keep=0,
-                paged_metadata=meta,
-            )
-            logits: torch.Tensor = out.logits
-            return logits
-
         stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                run()
+            for _ in range(2):  # warm-up (and compile, when on) outside the capture
+                self._decode_fn(ids, pos, slots, tables, ctx)
         torch.cuda.current_stream().wait_stream(stream)
         if self._graph_pool is None:
             self._graph_pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._graph_pool):
-            logits = run()
+            logits = self._decode_fn(ids, pos, slots, tables, ctx)
         g = _Graph(graph, ids, pos, slots, tables, ctx, logits)
         self._graphs[(batch, width)] = g
         return g

@@ -12,8 +12,16 @@ from harness.llm.engine.engine import Engine, ForwardHook
 from harness.llm.engine.runner import ModelRunner
 from tests.llm.engine.conftest import tiny_model
 
-SPEC = aw.WorkloadSpec(programs=3, turns=3, system_tokens=64, tool_tokens=(16, 64),
-                       gen_tokens=(4, 8), pause_scale=0.05, vocab=300, seed=1)
+SPEC = aw.WorkloadSpec(
+    programs=3,
+    turns=3,
+    system_tokens=64,
+    tool_tokens=(16, 64),
+    gen_tokens=(4, 8),
+    pause_scale=0.05,
+    vocab=300,
+    seed=1,
+)
 
 
 def _factory(model: Any) -> aw.EngineFactory:
@@ -34,8 +42,13 @@ def test_workload_shape_is_reproducible() -> None:
 def test_ttl_recomputes_less_than_none_and_the_books_balance() -> None:
     programs = aw.generate(SPEC)
     live = aw.live_context_tokens(programs)
-    base = EngineConfig(block_size=4, num_blocks=int(0.5 * live / 4), max_batched_tokens=64,
-                        num_cpu_blocks=live // 4, prefill_tok_per_s=2000.0)
+    base = EngineConfig(
+        block_size=4,
+        num_blocks=int(0.5 * live / 4),
+        max_batched_tokens=64,
+        num_cpu_blocks=live // 4,
+        prefill_tok_per_s=2000.0,
+    )
     cost = aw.linear_cost(0.01, 1e-3)
     res = aw.compare(programs, base, _factory(tiny_model()), step_cost=cost)
     none, lru, ttl = res["none"], res["lru"], res["ttl"]
@@ -58,7 +71,6 @@ def test_ttl_recomputes_less_than_none_and_the_books_balance() -> None:
     assert ttl.pins_created > 0 and 0.0 <= ttl.pin_hit_rate <= 1.0
     assert all(r.mean_jct_s > 0 and r.p90_jct_s >= r.mean_jct_s * 0.5 for r in res.values())
     # The simulated clock is deterministic: a second run gives the same books.
-    again = aw.replay(programs, replace(base, policy="ttl"), _factory(tiny_model()),
-                      step_cost=cost)
+    again = aw.replay(programs, replace(base, policy="ttl"), _factory(tiny_model()), step_cost=cost)
     assert again.prefill_recomputed == ttl.prefill_recomputed
     assert again.mean_jct_s == ttl.mean_jct_s

@@ -123,3 +123,27 @@ def test_stop_tokens_and_lengths() -> None:
     assert list(stop.token_ids) == ref[: k + 1] and stop.finish_reason == "stop"
     length = _run(engine, [prompt], 5)[0]
     assert list(length.token_ids) == ref[:5] and length.finish_reason == "length"
+
+
+def test_static_decode_path_matches_generate() -> None:
+    """The padded decode step that CUDA graphs capture, run eagerly on CPU."""
+    model = tiny_model()
+    prompts = _prompts(11, [9, 20, 33])
+    engine = _engine(model, block_size=4, num_blocks=64, cuda_graphs=False)
+    runner = engine.runner
+    assert isinstance(runner, ModelRunner)
+    runner.use_graphs = False
+    runner.config = EngineConfig(block_size=4, num_blocks=64, compile_decode=True)
+    runner._decode_fn = runner.decode_step  # the static path, without paying for a compile
+    outs = _run(engine, prompts, 10)
+    for p, o in zip(prompts, outs, strict=True):
+        assert list(o.token_ids) == greedy_reference(model, p, 10)
+
+
+@pytest.mark.slow
+def test_compiled_decode_matches_generate() -> None:
+    model = tiny_model()
+    prompts = _prompts(11, [9, 20, 33])
+    outs = _run(_engine(model, block_size=4, num_blocks=64, compile_decode=True), prompts, 10)
+    for p, o in zip(prompts, outs, strict=True):
+        assert list(o.token_ids) == greedy_reference(model, p, 10)
