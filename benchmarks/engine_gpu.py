@@ -319,7 +319,7 @@ def bench_agent(
         free_memory()
         return Engine(ModelRunner(model, config), config, clock=clock, on_forward=hook)
 
-    results = aw.compare(programs, base, make)
+    results = aw.compare(programs, base, make, log=lambda m: print(m, flush=True))
     return {
         "live_context_tokens": live,
         "longest_context_tokens": longest,
@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["batch64_speedup_vs_transformers"] = batch.get("batch64_speedup_vs_transformers")
     for key in ("jct_ttl_over_none", "jct_ttl_over_lru", "prefill_recompute_ttl_over_none"):
         report[key] = agent.get(key)
+        report[key.replace("ttl", "ttl_offload")] = agent.get(key.replace("ttl", "ttl_offload"))
     report["total_s"] = time.perf_counter() - t_all
     save()
     print(
@@ -425,6 +426,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "jct_ttl_over_none",
                     "jct_ttl_over_lru",
                     "prefill_recompute_ttl_over_none",
+                    "jct_ttl_offload_over_none",
+                    "jct_ttl_offload_over_lru",
+                    "prefill_recompute_ttl_offload_over_none",
                     "total_s",
                 )
             },

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from benchmarks import agent_workload as aw
@@ -44,14 +43,14 @@ def test_ttl_recomputes_less_than_none_and_the_books_balance() -> None:
     live = aw.live_context_tokens(programs)
     base = EngineConfig(
         block_size=4,
-        num_blocks=int(0.5 * live / 4),
+        num_blocks=int(0.8 * live / 4),
         max_batched_tokens=64,
         num_cpu_blocks=live // 4,
         prefill_tok_per_s=2000.0,
     )
     cost = aw.linear_cost(0.01, 1e-3)
     res = aw.compare(programs, base, _factory(tiny_model()), step_cost=cost)
-    none, lru, ttl = res["none"], res["lru"], res["ttl"]
+    none, lru, ttl, off = res["none"], res["lru"], res["ttl"], res["ttl+offload"]
     gen = sum(t.gen_tokens for p in programs for t in p.turns)
     prompts = 0
     previous = 0  # tokens the engine computed for the program in its previous turn
@@ -68,9 +67,12 @@ def test_ttl_recomputes_less_than_none_and_the_books_balance() -> None:
         assert r.prefill_tokens + r.cached_tokens == prompts
     assert none.prefill_tokens == prompts and none.prefill_recomputed == previous
     assert ttl.prefill_recomputed < lru.prefill_recomputed <= none.prefill_recomputed
-    assert ttl.pins_created > 0 and 0.0 <= ttl.pin_hit_rate <= 1.0
+    assert off.prefill_recomputed <= ttl.prefill_recomputed
+    assert ttl.pins_created > 0 and 0.0 < ttl.pin_hit_rate <= 1.0
     assert all(r.mean_jct_s > 0 and r.p90_jct_s >= r.mean_jct_s * 0.5 for r in res.values())
     # The simulated clock is deterministic: a second run gives the same books.
-    again = aw.replay(programs, replace(base, policy="ttl"), _factory(tiny_model()), step_cost=cost)
+    again = aw.replay(
+        programs, aw.variant_config(base, "ttl"), _factory(tiny_model()), step_cost=cost
+    )
     assert again.prefill_recomputed == ttl.prefill_recomputed
     assert again.mean_jct_s == ttl.mean_jct_s
