@@ -174,7 +174,9 @@ class ModelRunner:
             else:
                 context = start + n
                 used = table[: (context + bs - 1) // bs].to(dev)
-                mask = (torch.arange(context)[None, :] <= p[:, None]).to(dev)
+                # Built on the device: a long chunk's mask is n x context booleans.
+                rows = torch.arange(start, start + n, device=dev)
+                mask = torch.arange(context, device=dev)[None, :] <= rows[:, None]
                 segments.append(PrefillSegment(seg_start, n, context, used, mask))
         mask_d = None
         if ctx is not None and tables is not None:
