@@ -69,6 +69,13 @@ def kv_dims(model: torch.nn.Module) -> tuple[int, int, int]:
     return int(cfg.num_hidden_layers), kv_heads, head_dim
 
 
+def kv_bytes_per_block(model: torch.nn.Module, block_size: int) -> int:
+    """Device bytes one KV block takes for this model (to size `num_blocks` from free memory)."""
+    layers, kv_heads, head_dim = kv_dims(model)
+    itemsize = next(model.parameters()).element_size()
+    return layers * 2 * block_size * kv_heads * head_dim * itemsize
+
+
 class ModelRunner:
     """Runs a transformers causal LM over a paged KV cache it allocates."""
 
@@ -175,8 +182,8 @@ class ModelRunner:
                 context = start + n
                 used = table[: (context + bs - 1) // bs].to(dev)
                 # Built on the device: a long chunk's mask is n x context booleans.
-                rows = torch.arange(start, start + n, device=dev)
-                mask = torch.arange(context, device=dev)[None, :] <= rows[:, None]
+                qpos = torch.arange(start, start + n, device=dev)
+                mask = torch.arange(context, device=dev)[None, :] <= qpos[:, None]
                 segments.append(PrefillSegment(seg_start, n, context, used, mask))
         mask_d = None
         if ctx is not None and tables is not None:

@@ -13,7 +13,7 @@ import torch
 
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.engine import Engine, RequestOutput
-from harness.llm.engine.runner import ModelRunner
+from harness.llm.engine.runner import ModelRunner, kv_bytes_per_block
 from harness.llm.engine.sequence import EngineRequest
 from tests.llm.engine.conftest import VOCAB, greedy_reference, tiny_model
 
@@ -147,3 +147,8 @@ def test_compiled_decode_matches_generate() -> None:
     outs = _run(_engine(model, block_size=4, num_blocks=64, compile_decode=True), prompts, 10)
     for p, o in zip(prompts, outs, strict=True):
         assert list(o.token_ids) == greedy_reference(model, p, 10)
+
+
+def test_kv_bytes_per_block() -> None:
+    # 2 layers x (K, V) x 16 slots x 2 KV heads x 16 dims x 4 bytes (float32)
+    assert kv_bytes_per_block(tiny_model(), 16) == 2 * 2 * 16 * 2 * 16 * 4
