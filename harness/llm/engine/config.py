@@ -30,6 +30,7 @@ class EngineConfig:
     reserve_decode: bool = True
     policy: Policy = "ttl"
     program_fcfs: bool | None = None  # None: on exactly when policy == "ttl"
+    max_programs: int = 4096  # program records kept (first arrival, last turn) at most
     # TTL policy (see ttl.py for the math).
     default_ttl_s: float = 2.0  # pin length before a tool has any observed gap (Continuum's 2 s)
     max_ttl_s: float = 120.0

@@ -347,6 +347,20 @@ class Scheduler:
         self.stats.preemptions += 1
         self.waiting.append(seq)
 
+    def _forget_stale_programs(self) -> None:
+        """Programs that never sent `last_turn` (crashed trajectories) must not pile up."""
+        excess = len(self.programs) - self.config.max_programs
+        if excess <= 0:
+            return
+        live = {s.program_id for s in self.running} | {s.program_id for s in self.waiting}
+        idle = sorted(
+            (p.last_finish or p.first_arrival, pid)
+            for pid, p in self.programs.items()
+            if pid not in live and pid not in self.pins
+        )
+        for _, pid in idle[:excess]:
+            del self.programs[pid]
+
     def _release_blocks(self, seq: Sequence, *, offload: bool = False) -> None:
         self.bm.free(seq.block_table, offload=offload)
         seq.block_table, seq.block_hashes = [], []
@@ -406,6 +420,7 @@ class Scheduler:
             return
         prog.last_finish, prog.last_tool = now, req.next_tool
         prog.last_tokens, prog.last_computed = seq.token_ids, seq.num_computed
+        self._forget_stale_programs()
         ttl = 0.0
         if self.config.pins:
             demand = sum(self._blocks_for(s.num_tokens) for s in self.waiting)

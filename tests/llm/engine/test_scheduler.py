@@ -205,3 +205,11 @@ def test_a_claimed_pin_outlives_its_ttl_until_admission() -> None:
     assert "p" in s.pins
     _step(s, 50.0)
     assert second.num_cached == 10 and not s.pins
+
+
+def test_programs_that_never_finish_are_forgotten() -> None:
+    s = Scheduler(EngineConfig(block_size=4, num_blocks=64, policy="lru", max_programs=3))
+    for i in range(6):
+        s.add(i, _req(4, max_tokens=1, start=10 * i, program_id=f"p{i}"), float(i))
+        _drain(s, float(i))
+    assert sorted(s.programs) == ["p3", "p4", "p5"]
