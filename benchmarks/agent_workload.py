@@ -26,7 +26,7 @@ from typing import Any
 from harness.llm.engine.clock import ManualClock
 from harness.llm.engine.config import EngineConfig, Policy
 from harness.llm.engine.engine import Engine, ForwardHook
-from harness.llm.engine.scheduler import SchedulerOutput
+from harness.llm.engine.plan import SchedulerOutput
 from harness.llm.engine.sequence import EngineRequest
 
 # Tool pause models (seconds): lognormal(median, sigma); run_test has the heavy tail.

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 from harness.llm.engine.clock import Clock, MonotonicClock
 from harness.llm.engine.config import EngineConfig
+from harness.llm.engine.plan import SchedulerOutput, SchedulerStats
 from harness.llm.engine.runner import Runner
-from harness.llm.engine.scheduler import Scheduler, SchedulerOutput, SchedulerStats
+from harness.llm.engine.scheduler import Scheduler
 from harness.llm.engine.sequence import EngineRequest, Sequence
 
 ForwardHook = Callable[[SchedulerOutput, float], None]  # (step, measured seconds)

@@ -18,8 +18,8 @@ from harness.llm.engine import attention
 from harness.llm.engine.attention import PagedMetadata, PrefillSegment
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.kv import CopyOp
+from harness.llm.engine.plan import ScheduledSeq, SchedulerOutput
 from harness.llm.engine.sampling import sample
-from harness.llm.engine.scheduler import ScheduledSeq, SchedulerOutput
 
 
 class Runner(Protocol):

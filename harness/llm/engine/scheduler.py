@@ -12,86 +12,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass, field
 
 from harness.llm.engine.config import EngineConfig
-from harness.llm.engine.kv import BlockManager, CopyOp, block_tokens, chain_hash, prefix_hashes
+from harness.llm.engine.kv import BlockManager, block_tokens, chain_hash, prefix_hashes
+from harness.llm.engine.plan import (
+    Pin,
+    Program,
+    ScheduledSeq,
+    SchedulerOutput,
+    SchedulerStats,
+    common_prefix,
+)
 from harness.llm.engine.sequence import EngineRequest, SeqState, Sequence
 from harness.llm.engine.ttl import TtlPolicy
-
-
-@dataclass
-class Pin:
-    """A finished turn's blocks held for the program's next turn."""
-
-    program_id: str
-    blocks: list[int]
-    token_ids: list[int]
-    num_computed: int
-    tool: str | None
-    created: float
-    ttl: float
-    program_arrival: float = 0.0
-    program_rank: int = 0
-    claimed: bool = False  # the next turn arrived: no expiry, released when it is admitted
-
-    @property
-    def expiry(self) -> float:
-        return math.inf if self.claimed else self.created + self.ttl
-
-
-@dataclass
-class Program:
-    first_arrival: float
-    rank: int = 0
-    last_finish: float | None = None
-    last_tool: str | None = None
-    last_tokens: list[int] = field(default_factory=list)
-    last_computed: int = 0
-
-
-@dataclass(frozen=True)
-class ScheduledSeq:
-    seq: Sequence
-    start: int  # first position fed this step
-    num_tokens: int
-    sample: bool  # the chunk reaches the sequence's end, so its last logits are sampled
-
-
-@dataclass(frozen=True)
-class SchedulerOutput:
-    items: tuple[ScheduledSeq, ...]
-    copy_ops: tuple[CopyOp, ...] = ()
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(it.num_tokens for it in self.items)
-
-
-@dataclass
-class SchedulerStats:
-    prefill_tokens: int = 0
-    recomputed_tokens: int = 0  # prefill tokens whose KV this program had computed before
-    cached_tokens: int = 0  # prompt tokens served from the cache at admission
-    decode_tokens: int = 0
-    preemptions: int = 0
-    pins_created: int = 0
-    pin_hits: int = 0  # next turns that found their pin alive
-    pins_expired: int = 0
-    pins_evicted: int = 0
-    turns_after_pin: int = 0  # next turns of programs whose previous turn was pinned
-
-    @property
-    def pin_hit_rate(self) -> float:
-        return self.pin_hits / self.turns_after_pin if self.turns_after_pin else 0.0
-
-
-def _lcp(a: Seq[int], b: Seq[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class Scheduler:
@@ -126,7 +59,7 @@ class Scheduler:
             program_arrival, rank = prog.first_arrival, prog.rank
             if prog.last_finish is not None:
                 self.ttl.observe_gap(prog.last_tool, now - prog.last_finish)
-                known = _lcp(prog.last_tokens[: prog.last_computed], request.prompt_ids)
+                known = common_prefix(prog.last_tokens[: prog.last_computed], request.prompt_ids)
             if pid in self._pinned_programs_last_turn:
                 self._pinned_programs_last_turn.discard(pid)
                 self.stats.turns_after_pin += 1

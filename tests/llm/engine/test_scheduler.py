@@ -213,3 +213,15 @@ def test_programs_that_never_finish_are_forgotten() -> None:
         s.add(i, _req(4, max_tokens=1, start=10 * i, program_id=f"p{i}"), float(i))
         _drain(s, float(i))
     assert sorted(s.programs) == ["p3", "p4", "p5"]
+
+
+def test_the_deciding_parts_do_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import harness.llm.engine.scheduler, harness.llm.engine.kv, "
+        "harness.llm.engine.ttl, harness.llm.engine.plan, harness.llm.engine.clock; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
