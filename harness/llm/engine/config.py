@@ -44,6 +44,7 @@ class EngineConfig:
     cuda_graphs: bool = True  # capture pure-decode steps on CUDA
     graph_max_batch: int = 64
     compile_decode: bool = False  # torch.compile the decode step (graphs then capture it)
+    static_decode: bool = False  # pad decode steps to graph buckets even without graphs
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

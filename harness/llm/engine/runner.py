@@ -76,6 +76,41 @@ def kv_bytes_per_block(model: torch.nn.Module, block_size: int) -> int:
     return layers * 2 * block_size * kv_heads * head_dim * itemsize
 
 
+def decode_forward(
+    model: torch.nn.Module,
+    k_cache: list[torch.Tensor],
+    v_cache: list[torch.Tensor],
+    block_size: int,
+    ids: torch.Tensor,
+    pos: torch.Tensor,
+    slots: torch.Tensor,
+    tables: torch.Tensor,
+    ctx: torch.Tensor,
+) -> torch.Tensor:
+    """A padded decode step. A free function, so one compiled version serves every runner of
+    a model (the caches are inputs, not guarded attributes)."""
+    batch, width = tables.shape
+    span = torch.arange(width * block_size, device=tables.device)
+    mask = (span[None] < ctx[:, None]).view(batch, 1, 1, width * block_size)
+    meta = PagedMetadata(k_cache, v_cache, block_size, slots, batch, tables, mask, [])
+    out = model(
+        input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=0, paged_metadata=meta
+    )
+    logits: torch.Tensor = out.logits
+    return logits
+
+
+_COMPILED: list[Callable[..., torch.Tensor]] = []
+
+
+def _compiled_decode() -> Callable[..., torch.Tensor]:
+    """`torch.compile(decode_forward)`, made on first use: it fuses the ~40 small kernels per
+    decoder layer (norms, RoPE, residuals) that dominate a batch-1 decode step."""
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(decode_forward, dynamic=True))
+    return _COMPILED[0]
+
+
 class ModelRunner:
     """Runs a transformers causal LM over a paged KV cache it allocates."""
 
@@ -111,9 +146,8 @@ class ModelRunner:
         self._graph_pool: Any = None
         self._generators: dict[int, torch.Generator] = {}
         self._decode_fn: Callable[..., torch.Tensor] = self.decode_step
-        if config.compile_decode:  # fuses the many small kernels of a decode step
-            self._decode_fn = torch.compile(self.decode_step, dynamic=True)
         self.graph_replays = 0
+        self.static_steps = 0
         self.forwards = 0
 
     # -- public -----------------------------------------------------------------------------
@@ -125,7 +159,8 @@ class ModelRunner:
         prefills = [it for it in out.items if it.num_tokens > 1]
         order = decodes + prefills
         with torch.inference_mode():
-            static = self.use_graphs or self.config.compile_decode
+            cfg = self.config
+            static = self.use_graphs or cfg.compile_decode or cfg.static_decode
             if not prefills and static and len(decodes) <= self.config.graph_max_batch:
                 logits = self._decode_static(decodes)
             else:
@@ -225,21 +260,10 @@ class ModelRunner:
         ctx: torch.Tensor,
     ) -> torch.Tensor:
         """One decode forward over padded inputs: what graphs capture and compile sees."""
-        batch, width = tables.shape
-        span = torch.arange(width * self.block_size, device=tables.device)
-        mask = (span[None] < ctx[:, None]).view(batch, 1, 1, width * self.block_size)
-        meta = PagedMetadata(
-            self.k_cache, self.v_cache, self.block_size, slots, batch, tables, mask, []
+        fn = _compiled_decode() if self.config.compile_decode else decode_forward
+        return fn(
+            self.model, self.k_cache, self.v_cache, self.block_size, ids, pos, slots, tables, ctx
         )
-        out = self.model(
-            input_ids=ids,
-            position_ids=pos,
-            use_cache=False,
-            logits_to_keep=0,
-            paged_metadata=meta,
-        )
-        logits: torch.Tensor = out.logits
-        return logits
 
     def _decode_static(self, decodes: list[ScheduledSeq]) -> torch.Tensor:
         n = len(decodes)
@@ -264,6 +288,7 @@ class ModelRunner:
             torch.tensor(ctx, dtype=torch.long),
         )
         keep = [i for i, it in enumerate(decodes) if it.sample]
+        self.static_steps += 1
         if not self.use_graphs:
             args = [t.to(self.device) for t in host]
             return self._decode_fn(*args)[0, keep]

@@ -129,13 +129,11 @@ def test_static_decode_path_matches_generate() -> None:
     """The padded decode step that CUDA graphs capture, run eagerly on CPU."""
     model = tiny_model()
     prompts = _prompts(11, [9, 20, 33])
-    engine = _engine(model, block_size=4, num_blocks=64, cuda_graphs=False)
+    engine = _engine(model, block_size=4, num_blocks=64, static_decode=True)
     runner = engine.runner
     assert isinstance(runner, ModelRunner)
-    runner.use_graphs = False
-    runner.config = EngineConfig(block_size=4, num_blocks=64, compile_decode=True)
-    runner._decode_fn = runner.decode_step  # the static path, without paying for a compile
     outs = _run(engine, prompts, 10)
+    assert runner.static_steps > 0
     for p, o in zip(prompts, outs, strict=True):
         assert list(o.token_ids) == greedy_reference(model, p, 10)
 
