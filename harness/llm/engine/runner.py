@@ -7,6 +7,7 @@ bucketed by batch size and block-table width.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from harness.llm.engine.sampling import sample
 
 class Runner(Protocol):
     """What the engine loop needs from a runner."""
+
+    warmup_s: float  # one-time costs inside execute() so far (graph capture, compilation)
 
     def execute(self, out: SchedulerOutput) -> list[int | None]: ...
 
@@ -148,6 +151,7 @@ class ModelRunner:
         self._decode_fn: Callable[..., torch.Tensor] = self.decode_step
         self.graph_replays = 0
         self.static_steps = 0
+        self.warmup_s = 0.0
         self.forwards = 0
 
     # -- public -----------------------------------------------------------------------------
@@ -302,6 +306,13 @@ class ModelRunner:
         return g.logits[0, keep]
 
     def _capture(self, batch: int, width: int) -> _Graph:
+        t0 = time.perf_counter()
+        try:
+            return self._capture_graph(batch, width)
+        finally:
+            self.warmup_s += time.perf_counter() - t0
+
+    def _capture_graph(self, batch: int, width: int) -> _Graph:
         dev, bs = self.device, self.block_size
         ids = torch.zeros(1, batch, dtype=torch.long, device=dev)
         pos = torch.zeros(1, batch, dtype=torch.long, device=dev)
