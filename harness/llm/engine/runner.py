@@ -52,12 +52,21 @@ def _width_bucket(w: int) -> int:
 @dataclass
 class _Graph:
     graph: Any  # torch.cuda.CUDAGraph
-    input_ids: torch.Tensor
-    positions: torch.Tensor
-    slots: torch.Tensor
-    tables: torch.Tensor
-    ctx: torch.Tensor
+    inputs: torch.Tensor  # flat: ids, positions, slots, context lengths, block tables
     logits: torch.Tensor
+
+
+def _split(flat: torch.Tensor, batch: int, width: int) -> tuple[torch.Tensor, ...]:
+    """Views (ids [1, B], positions [1, B], slots [B], tables [B, W], ctx [B]) of one buffer,
+    so a step's inputs reach the device in a single copy."""
+    b = batch
+    return (
+        flat[:b].view(1, b),
+        flat[b : 2 * b].view(1, b),
+        flat[2 * b : 3 * b],
+        flat[4 * b :].view(b, width),
+        flat[3 * b : 4 * b],
+    )
 
 
 def kv_dims(model: torch.nn.Module) -> tuple[int, int, int]:
@@ -284,23 +293,14 @@ class ModelRunner:
         pos = [it.start for it in decodes] + [0] * pad
         slots = [self._slot(it.seq.block_table, it.start) for it in decodes] + [null_slot] * pad
         ctx = [it.start + 1 for it in decodes] + [1] * pad
-        host = (
-            torch.tensor([ids], dtype=torch.long),
-            torch.tensor([pos], dtype=torch.long),
-            torch.tensor(slots, dtype=torch.long),
-            torch.tensor(rows, dtype=torch.long),
-            torch.tensor(ctx, dtype=torch.long),
-        )
+        flat = ids + pos + slots + ctx + [b for row in rows for b in row]
+        host = torch.tensor(flat, dtype=torch.long)
         keep = [i for i, it in enumerate(decodes) if it.sample]
         self.static_steps += 1
         if not self.use_graphs:
-            args = [t.to(self.device) for t in host]
-            return self._decode_fn(*args)[0, keep]
+            return self._decode_fn(*_split(host.to(self.device), batch, width))[0, keep]
         g = self._graphs.get((batch, width)) or self._capture(batch, width)
-        for dst, src in zip(
-            (g.input_ids, g.positions, g.slots, g.tables, g.ctx), host, strict=True
-        ):
-            dst.copy_(src, non_blocking=True)
+        g.inputs.copy_(host, non_blocking=True)
         g.graph.replay()
         self.graph_replays += 1
         return g.logits[0, keep]
@@ -313,12 +313,12 @@ class ModelRunner:
             self.warmup_s += time.perf_counter() - t0
 
     def _capture_graph(self, batch: int, width: int) -> _Graph:
-        dev, bs = self.device, self.block_size
-        ids = torch.zeros(1, batch, dtype=torch.long, device=dev)
-        pos = torch.zeros(1, batch, dtype=torch.long, device=dev)
-        slots = torch.full((batch,), self.null_block * bs, dtype=torch.long, device=dev)
-        tables = torch.full((batch, width), self.null_block, dtype=torch.long, device=dev)
-        ctx = torch.ones(batch, dtype=torch.long, device=dev)
+        flat = torch.zeros(batch * (4 + width), dtype=torch.long, device=self.device)
+        args = _split(flat, batch, width)
+        ids, pos, slots, tables, ctx = args
+        slots.fill_(self.null_block * self.block_size)
+        tables.fill_(self.null_block)
+        ctx.fill_(1)
         stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -330,7 +330,7 @@ class ModelRunner:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._graph_pool):
             logits = self._decode_fn(ids, pos, slots, tables, ctx)
-        g = _Graph(graph, ids, pos, slots, tables, ctx, logits)
+        g = _Graph(graph, flat, logits)
         self._graphs[(batch, width)] = g
         return g
 
