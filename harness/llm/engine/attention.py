@@ -62,8 +62,8 @@ def paged_attention(
     k = key[0].transpose(0, 1)  # [T, Hkv, D]
     v = value[0].transpose(0, 1)
     kc, vc = meta.k_cache[layer], meta.v_cache[layer]
-    kc.index_copy_(0, meta.slot_mapping, k)
-    vc.index_copy_(0, meta.slot_mapping, v)
+    kc.index_put_((meta.slot_mapping,), k)  # index_put_: inductor re-inplaces it
+    vc.index_put_((meta.slot_mapping,), v)
     n_heads, n_kv, dim = q.shape[1], k.shape[1], q.shape[2]
     groups = n_heads // n_kv
     parts: list[torch.Tensor] = []
