@@ -302,6 +302,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
+        "load_average_1_5_15": os.getloadavg(),  # a shared machine times noisily
     }
 
 
