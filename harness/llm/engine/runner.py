@@ -161,6 +161,7 @@ class ModelRunner:
         self.graph_replays = 0
         self.static_steps = 0
         self.warmup_s = 0.0
+        self.graph_error: str | None = None  # why graphs were turned off, if they were
         self.forwards = 0
 
     # -- public -----------------------------------------------------------------------------
@@ -299,7 +300,13 @@ class ModelRunner:
         self.static_steps += 1
         if not self.use_graphs:
             return self._decode_fn(*_split(host.to(self.device), batch, width))[0, keep]
-        g = self._graphs.get((batch, width)) or self._capture(batch, width)
+        g = self._graphs.get((batch, width))
+        if g is None:
+            try:
+                g = self._capture(batch, width)
+            except RuntimeError as e:  # a model whose forward cannot be captured: run eager
+                self.use_graphs, self.graph_error = False, repr(e)
+                return self._decode_fn(*_split(host.to(self.device), batch, width))[0, keep]
         g.inputs.copy_(host, non_blocking=True)
         g.graph.replay()
         self.graph_replays += 1
