@@ -192,6 +192,7 @@ def bench_b1(
     tok_s = max(one(), one())
     runner = engine.runner
     graphs = getattr(runner, "graph_replays", 0)
+    graph_error = getattr(runner, "graph_error", None)
     use_sdpa(model)
     ids = torch.tensor([prompt], device=device)
     with torch.no_grad():
@@ -211,6 +212,7 @@ def bench_b1(
         "engine_decode_b1_tok_s": tok_s,
         "generate_b1_tok_s": gen_tok_s,
         "graph_replays": graphs,
+        "graph_error": graph_error,
     }
 
 
@@ -289,6 +291,8 @@ def bench_batch(
     out["engine_tok_s"] = made / dt
     out["engine_s"] = dt
     out["engine_steps"] = engine.stats.steps
+    out["graph_replays"] = getattr(engine.runner, "graph_replays", 0)
+    out["graph_error"] = getattr(engine.runner, "graph_error", None)
     best = max(out.get("generate_padded_tok_s", 0.0), out.get("generate_batch_tok_s", 0.0))
     out["batch64_speedup_vs_transformers"] = out["engine_tok_s"] / best if best else None
     del engine
