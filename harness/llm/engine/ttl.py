@@ -104,12 +104,15 @@ class TtlPolicy:
         if elapsed >= ttl:
             return 0.0
         s = self.stats.samples(tool)
-        if not s:
-            return (ttl - elapsed) / ttl
+        # One imaginary observation spread evenly over [0, H], H = twice the longest gap or
+        # TTL, keeps a tool later than every gap seen so far from scoring a hard 0 (tails
+        # are heavy and samples few).
+        prior = 1.0 / (len(s) + 1)
+        horizon = 2.0 * max(ttl, s[-1] if s else ttl)
         f_elapsed, f_ttl = self.stats.cdf(tool, elapsed), self.stats.cdf(tool, ttl)
-        if f_elapsed >= 1.0:
-            return 0.0
-        return (f_ttl - f_elapsed) / (1.0 - f_elapsed)
+        within = (1.0 - prior) * (f_ttl - f_elapsed) + prior * (ttl - elapsed) / horizon
+        beyond = (1.0 - prior) * (1.0 - f_elapsed) + prior * (horizon - elapsed) / horizon
+        return within / beyond if beyond > 0 else 0.0
 
     def keep_value(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.ttl import GapStats, TtlPolicy
 
@@ -48,6 +50,15 @@ def test_reuse_probability_is_conditional_on_elapsed_time() -> None:
     p = TtlPolicy(EngineConfig())
     for g in (1.0, 2.0, 3.0, 10.0):
         p.observe_gap("t", g)
-    assert p.reuse_probability("t", 0.0, 3.5) == 0.75
-    assert p.reuse_probability("t", 2.5, 3.5) == 0.5  # of {3, 10}, only 3 is in time
+    # 4 samples + one imaginary one spread over [0, 20]: 0.8 * 3/4 + 0.2 * 3.5/20
+    assert p.reuse_probability("t", 0.0, 3.5) == pytest.approx(0.635)
+    # given > 2.5 s: of {3, 10} only 3 is in time, plus the imaginary sample's share
+    assert p.reuse_probability("t", 2.5, 3.5) == pytest.approx(0.21 / 0.575)
     assert p.reuse_probability("t", 4.0, 3.5) == 0.0
+
+
+def test_a_tool_later_than_every_gap_scores_low_but_not_zero() -> None:
+    p = TtlPolicy(EngineConfig())
+    for _ in range(5):
+        p.observe_gap("fast", 1.0)
+    assert 0.0 < p.reuse_probability("fast", 1.1, 1.15) < 0.1
