@@ -76,3 +76,23 @@ def test_ttl_recomputes_less_than_none_and_the_books_balance() -> None:
     )
     assert again.prefill_recomputed == ttl.prefill_recomputed
     assert again.mean_jct_s == ttl.mean_jct_s
+
+
+def test_policy_simulation_runs_without_a_model() -> None:
+    from benchmarks import policy_sim
+
+    programs = aw.generate(replace_spec(programs=4, system_tokens=400, tool_tokens=(50, 300)))
+    live = aw.live_context_tokens(programs)
+    base = EngineConfig(
+        block_size=16, num_blocks=int(0.4 * live / 16) + 40, num_cpu_blocks=live // 16
+    )
+    none = policy_sim.simulate(programs, aw.variant_config(base, "none"))
+    off = policy_sim.simulate(programs, aw.variant_config(base, "ttl+offload"))
+    assert none["prefill_recomputed"] > off["prefill_recomputed"]
+    assert none["mean_jct_s"] > 0 and off["busy_s"] > 0
+
+
+def replace_spec(**kw: Any) -> aw.WorkloadSpec:
+    from dataclasses import replace
+
+    return replace(SPEC, **kw)
