@@ -111,16 +111,18 @@ class BlockManager:
         return hits
 
     def take(self, hits: Seq[Hit]) -> list[int]:
-        """Reference the hit blocks; CPU hits get a fresh device block and a copy-in op."""
-        out: list[int] = []
-        for hit in hits:
+        """Reference the hit blocks; CPU hits get a fresh device block and a copy-in op.
+
+        Device hits are referenced first, so allocating for a CPU hit can never evict a
+        device hit further down the same chain.
+        """
+        out: list[int] = [-1] * len(hits)
+        for i, hit in enumerate(hits):
             if hit.where == "gpu":
-                b = hit.block
-                if self.ref[b] == 0:
-                    self._cached.pop(b, None)
-                    self._offload_marked.discard(b)
-                self.ref[b] += 1
-            else:
+                self.share(hit.block)
+                out[i] = hit.block
+        for i, hit in enumerate(hits):
+            if hit.where == "cpu":
                 c = hit.block
                 h, toks = self._cpu_hash_of[c], self._cpu_tokens_of[c]
                 b = self._pop_free()
@@ -129,8 +131,15 @@ class BlockManager:
                 self.restored += 1
                 if h is not None and toks is not None:
                     self.register(b, h, toks)
-            out.append(b)
+                out[i] = b
         return out
+
+    def share(self, block: int) -> None:
+        """One more reference to a block (a cached one leaves the LRU pool)."""
+        if self.ref[block] == 0:
+            self._cached.pop(block, None)
+            self._offload_marked.discard(block)
+        self.ref[block] += 1
 
     def register(self, block: int, h: int, toks: tuple[int, ...]) -> None:
         """Name a full, computed block by its chain hash (first writer wins on duplicates)."""

@@ -195,7 +195,7 @@ class Scheduler:
         blocks = self.bm.take(hits)
         computed = len(hits) * bs
         if partial is not None and pin is not None:
-            self.bm.ref[partial] += 1
+            self.bm.share(partial)
             blocks.append(partial)
             computed = pin.num_computed
         if pin is not None:

@@ -98,3 +98,21 @@ def test_ref_counts_and_free_count_stay_consistent(ops: list[tuple[str, int]]) -
                 expected[b] += 1
         assert bm.ref == expected
         assert bm.num_free == sum(1 for r in expected if r == 0)
+
+
+def test_a_cpu_hit_never_evicts_a_device_hit_of_the_same_chain() -> None:
+    bm = BlockManager(3, 1, num_cpu_blocks=4)
+    hashes = prefix_hashes([1, 2], 1, 2)
+    a = bm.allocate(2)
+    _register_all(bm, a, [1, 2])
+    bm.free(a, offload=True)
+    bm.share(a[1])  # touch token 2's block: LRU order is now [token 1, token 2]
+    bm.free([a[1]], offload=True)
+    x = bm.allocate(1)
+    bm.register(x[0], 12345, (9,))
+    bm.free(x)  # LRU: [token 1, token 2, x]
+    bm.allocate(1)  # evicts token 1 to the CPU tier; LRU: [token 2, x]
+    hits = bm.lookup(hashes, [(1,), (2,)])
+    assert [h.where for h in hits] == ["cpu", "gpu"]
+    got = bm.take(hits)  # the copy-in must take x, not token 2's block
+    assert got[1] == a[1] and got[0] == x[0] and bm.ref[a[1]] == 1
