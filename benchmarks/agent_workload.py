@@ -303,7 +303,24 @@ def machine() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "load_average_1_5_15": os.getloadavg(),  # a shared machine times noisily
+        "git_commit": _git_commit(),
     }
+
+
+def _git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except OSError:
+        return ""
+    return out.stdout.strip()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
