@@ -1,0 +1,6 @@
+"""The in-process inference engine: program-aware continuous batching on transformers models.
+
+Pure-Python parts (no torch): `config`, `sequence`, `kv`, `ttl`, `plan`, `scheduler`, `clock`.
+Tensor parts: `attention`, `runner`, `sampling`. The loop is `engine`; `client.EngineLLM`
+puts it behind the `harness.llm.base.LLM` protocol.
+"""

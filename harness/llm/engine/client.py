@@ -1,0 +1,246 @@
+"""`EngineLLM`: the in-process engine behind the `harness.llm.base.LLM` chat protocol.
+
+A background thread owns the engine and steps it while any request is live, so concurrent
+`chat()` calls from many programs share each forward pass. Results return to the caller's
+event loop through `call_soon_threadsafe`; the thread sleeps when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from collections.abc import Sequence as Seq
+from typing import Any
+
+import torch
+
+from harness.errors import ContextTooLong, LLMError
+from harness.llm.base import ChatRequest, ChatResponse, FinishReason, Message, Usage
+from harness.llm.engine.clock import Clock
+from harness.llm.engine.config import EngineConfig
+from harness.llm.engine.engine import Engine, RequestOutput
+from harness.llm.engine.runner import ModelRunner
+from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
+
+Deliver = Callable[[RequestOutput | BaseException], None]
+
+
+def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:
+    """Prompt ids through the tokenizer's chat template (a plain transcript when it has none)."""
+    msgs = [{"role": m.role, "content": m.content} for m in messages]
+    if getattr(tokenizer, "chat_template", None):
+        out = tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True)
+        if isinstance(out, Mapping) or hasattr(out, "keys"):
+            out = out["input_ids"]
+        return [int(t) for t in out]
+    text = "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+    return [int(t) for t in tokenizer.encode(text)]
+
+
+def make_stop_fn(tokenizer: Any, stops: Seq[str]) -> StopFn | None:
+    """Checks the decoded tail of the generated ids for any stop string."""
+    if not stops:
+        return None
+    window = max(len(s) for s in stops) + 4  # tokens; almost every token decodes to >= 1 char
+
+    def stop(generated: Seq[int]) -> bool:
+        tail = tokenizer.decode(list(generated[-window:]), skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+    return stop
+
+
+def cut_at_stop(text: str, stops: Seq[str]) -> tuple[str, bool]:
+    cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def eos_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:
+    ids: set[int] = set()
+    gen_cfg = getattr(model, "generation_config", None)
+    for src in (getattr(gen_cfg, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(src, int):
+            ids.add(src)
+        elif isinstance(src, list | tuple):
+            ids.update(int(t) for t in src)
+    return tuple(sorted(ids))
+
+
+class EngineLLM:
+    """An `LLM` served by the in-process engine; takes a loaded model and its tokenizer.
+
+    The engine takes the model over: its attention implementation is switched to the paged
+    one, and a KV cache of `config.num_blocks` blocks is allocated on the model's device.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        config: EngineConfig | None = None,
+        model_name: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        self._tokenizer = tokenizer
+        cfg: Any = getattr(model, "config", None)
+        self._name = model_name or str(
+            getattr(cfg, "_name_or_path", "") or getattr(cfg, "model_type", "") or "local"
+        )
+        runner = ModelRunner(model, self.config)
+        self.engine = Engine(
+            runner, self.config, eos_token_ids=eos_ids(model, tokenizer), clock=clock
+        )
+        self._cv = threading.Condition()
+        self._incoming: list[tuple[int, EngineRequest, Deliver]] = []
+        self._aborts: list[int] = []
+        self._pending: dict[int, tuple[int, Deliver]] = {}  # engine id -> (key, deliver)
+        self._ids: dict[int, int] = {}  # key -> engine id
+        self._keys = itertools.count()
+        self._stopping = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    async def __aenter__(self) -> EngineLLM:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the protocol -----------------------------------------------------------------------
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        t0 = time.monotonic()
+        prompt = encode_chat(self._tokenizer, request.messages)
+        limit = self.engine.scheduler.max_len
+        if len(prompt) >= limit:
+            raise ContextTooLong(
+                f"prompt of {len(prompt)} tokens does not fit the engine's {limit}",
+                hint="shorten the context or raise max_model_len / num_blocks",
+            )
+        s = request.sampling
+        ereq = EngineRequest(
+            prompt_ids=tuple(prompt),
+            max_tokens=max(1, s.max_tokens),
+            sampling=SamplingParams(s.temperature, s.top_p, s.seed),
+            stop_fn=make_stop_fn(self._tokenizer, request.stop),
+            program_id=request.program_id,
+            last_turn=request.last_turn,
+            next_tool=request.next_tool,
+        )
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[RequestOutput] = loop.create_future()
+
+        def deliver(result: RequestOutput | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                loop.call_soon_threadsafe(_resolve, fut, result)
+
+        key = self._submit(ereq, deliver)
+        try:
+            out = await fut
+        except asyncio.CancelledError:
+            self._abort(key)
+            raise
+        text = self._tokenizer.decode(list(out.token_ids), skip_special_tokens=True)
+        text, hit = cut_at_stop(text, request.stop)
+        finish: FinishReason = "stop" if hit or out.finish_reason == "stop" else "length"
+        return ChatResponse(
+            text=text,
+            finish_reason=finish,
+            usage=Usage(out.prompt_tokens, len(out.token_ids)),
+            latency_s=time.monotonic() - t0,
+            model=self.model_name,
+        )
+
+    async def aclose(self) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        self._fail_all(LLMError("the engine was closed"))
+
+    # -- the background loop ----------------------------------------------------------------
+    def _submit(self, req: EngineRequest, deliver: Deliver) -> int:
+        with self._cv:
+            if self._stopping or self._failure is not None:
+                raise LLMError("the engine is closed", hint=str(self._failure or ""))
+            key = next(self._keys)
+            self._incoming.append((key, req, deliver))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="harness-engine", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify_all()
+            return key
+
+    def _abort(self, key: int) -> None:
+        with self._cv:
+            self._incoming = [x for x in self._incoming if x[0] != key]
+            self._aborts.append(key)
+            self._cv.notify_all()
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not (
+                        self._stopping
+                        or self._incoming
+                        or self._aborts
+                        or self.engine.has_unfinished()
+                    ):
+                        self._cv.wait()
+                    if self._stopping:
+                        return
+                    incoming, self._incoming = self._incoming, []
+                    aborts, self._aborts = self._aborts, []
+                for key, req, deliver in incoming:
+                    try:
+                        rid = self.engine.add_request(req)
+                    except ValueError as e:
+                        deliver(ContextTooLong(str(e)))
+                        continue
+                    self._pending[rid] = (key, deliver)
+                    self._ids[key] = rid
+                for key in aborts:
+                    if key in self._ids:
+                        rid = self._ids.pop(key)
+                        self.engine.abort(rid)
+                        self._pending.pop(rid, None)
+                if self.engine.has_unfinished():
+                    for out in self.engine.step():
+                        key, deliver = self._pending.pop(out.request_id)
+                        self._ids.pop(key, None)
+                        deliver(out)
+        except BaseException as e:  # a failed forward pass fails every request in flight
+            with self._cv:
+                self._failure = e
+            self._fail_all(LLMError(f"the engine loop failed: {e!r}"))
+
+    def _fail_all(self, error: LLMError) -> None:
+        pending = list(self._pending.values())
+        self._pending.clear()
+        with self._cv:
+            pending += [(k, d) for k, _, d in self._incoming]
+            self._incoming = []
+        for _, deliver in pending:
+            deliver(error)
+
+
+def _resolve(fut: asyncio.Future[RequestOutput], result: RequestOutput | BaseException) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)

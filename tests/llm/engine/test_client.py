@@ -1,0 +1,88 @@
+"""EngineLLM behind the chat protocol: concurrency, stops, lengths, sampling, errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from harness.errors import ContextTooLong, LLMError
+from harness.llm.base import LLM, ChatRequest, Message, Sampling
+from harness.llm.engine.client import EngineLLM, encode_chat
+from harness.llm.engine.config import EngineConfig
+from tests.llm.engine.conftest import greedy_reference, tiny_model
+
+CFG = EngineConfig(block_size=8, num_blocks=64, max_batched_tokens=64, max_model_len=400)
+
+
+def _req(text: str, n: int = 8, **kw: Any) -> ChatRequest:
+    return ChatRequest((Message("user", text),), sampling=Sampling(max_tokens=n), **kw)
+
+
+def _expected(model: Any, tokenizer: Any, req: ChatRequest) -> str:
+    ids = greedy_reference(model, encode_chat(tokenizer, req.messages), req.sampling.max_tokens)
+    if tokenizer.eos_token_id in ids:
+        ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
+    return str(tokenizer.decode(ids, skip_special_tokens=True))
+
+
+async def test_concurrent_programs_get_their_greedy_answers(tokenizer: Any) -> None:
+    model = tiny_model()
+    reqs = [_req(f"fix issue {i}", program_id=f"p{i}", next_tool="run_test") for i in range(4)]
+    expected = [_expected(model, tokenizer, r) for r in reqs]
+    async with EngineLLM(model, tokenizer, config=CFG, model_name="tiny") as llm:
+        assert isinstance(llm, LLM) and llm.model_name == "tiny"
+        outs = await asyncio.gather(*(llm.chat(r) for r in reqs))
+        assert [o.text for o in outs] == expected
+        for r, o in zip(reqs, outs, strict=True):
+            assert o.usage.prompt_tokens == len(encode_chat(tokenizer, r.messages))
+            assert o.usage.completion_tokens <= 8 and o.model == "tiny"
+        # The next turn of p0 reuses its pinned context.
+        follow = ChatRequest(
+            (*reqs[0].messages, Message("assistant", outs[0].text), Message("user", "ok")),
+            sampling=Sampling(max_tokens=4),
+            program_id="p0",
+            last_turn=True,
+        )
+        await llm.chat(follow)
+        assert llm.engine.scheduler_stats.pin_hits == 1
+
+
+async def test_stop_strings_and_length(tokenizer: Any) -> None:
+    model = tiny_model()
+    plain = _req("hello there", n=12)
+    full = _expected(model, tokenizer, plain)
+    async with EngineLLM(model, tokenizer, config=CFG) as llm:
+        out = await llm.chat(plain)
+        assert out.text == full
+        if out.usage.completion_tokens == 12:
+            assert out.finish_reason == "length"
+        stop = full[4:6]
+        cut = await llm.chat(_req("hello there", n=12, stop=(stop,)))
+        assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+
+
+async def test_seeded_sampling_is_reproducible(tokenizer: Any) -> None:
+    async with EngineLLM(tiny_model(), tokenizer, config=CFG) as llm:
+        s = Sampling(temperature=1.0, top_p=0.9, max_tokens=10, seed=7)
+        req = ChatRequest((Message("user", "sample me"),), sampling=s)
+        a, b = await asyncio.gather(llm.chat(req), llm.chat(req))
+        c = await llm.chat(req)
+        assert a.text == b.text == c.text
+
+
+async def test_errors_cancel_and_close(tokenizer: Any) -> None:
+    llm = EngineLLM(tiny_model(), tokenizer, config=CFG)
+    with pytest.raises(ContextTooLong):
+        await llm.chat(_req("x" * 500))
+    task = asyncio.create_task(llm.chat(_req("long answer", n=300)))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ok = await llm.chat(_req("still serving", n=3))
+    assert ok.usage.completion_tokens <= 3
+    await llm.aclose()
+    with pytest.raises(LLMError):
+        await llm.chat(_req("closed"))
