@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from harness.errors import ConfigError
+from harness.llm.engine.load import EngineSettings
 
 T = TypeVar("T")
 
@@ -91,6 +92,7 @@ class SolveConfig:
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
+    engine: EngineSettings = field(default_factory=EngineSettings)  # in-process models
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # $/1M in, out
 
 

@@ -56,6 +56,7 @@ class PipelineSolver:
             base_url=self.config.base_url,
             prices=self.prices,
             max_concurrency=self.config.concurrency.llm_calls,
+            engine=self.config.engine,
         )
 
     async def model(self) -> LLM:

@@ -106,3 +106,21 @@ def tiny_llm(tiny_model_dir: Path) -> Iterator[object]:
     llm = LocalLLM.from_pretrained(str(tiny_model_dir), device="cpu", name="tiny")
     yield llm
     asyncio.run(llm.aclose())
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_model_dir: Path) -> Iterator[object]:
+    """The tiny model (its own copy: the engine takes the model over) on the engine."""
+    from harness.llm.engine.load import EngineSettings, build_engine_llm
+    from harness.llm.local import load_pretrained
+
+    model, tokenizer = load_pretrained(str(tiny_model_dir), device="cpu")
+    llm = build_engine_llm(
+        model,
+        tokenizer,
+        name="tiny",
+        context_window=model.config.max_position_embeddings,
+        settings=EngineSettings(kv_memory_gb=0.02),
+    )
+    yield llm
+    asyncio.run(llm.aclose())

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from harness.cli.model import store_from_env
+from harness.llm.engine.load import EngineSettings
 from harness.llm.model_store import DEFAULT_MODEL
 from harness.llm.specs import make_llm, spec_forms
 
@@ -23,12 +24,34 @@ def serve(
     device: Annotated[
         str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
     ] = None,
+    engine: Annotated[
+        bool, typer.Option("--engine/--no-engine", help="Continuous batching with KV pins.")
+    ] = True,
+    kv_policy: Annotated[
+        str, typer.Option("--kv-policy", help="Engine KV policy: none, lru or ttl.")
+    ] = "ttl",
+    kv_memory_gb: Annotated[
+        float | None, typer.Option("--kv-memory-gb", help="KV cache size (default: auto).")
+    ] = None,
+    cpu_offload_gb: Annotated[
+        float, typer.Option("--cpu-offload-gb", help="Host memory for offloaded KV pins.")
+    ] = 0.0,
 ) -> None:
-    """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health."""
-    asyncio.run(_serve(model, host, port, device))
+    """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health.
+
+    In-process models run on the engine: requests from many clients share each forward pass,
+    and a request's `program_id` / `last_turn` / `next_tool` fields keep that program's KV
+    cache pinned across its tool calls.
+    """
+    settings = EngineSettings(
+        enabled=engine, policy=kv_policy, kv_memory_gb=kv_memory_gb, cpu_offload_gb=cpu_offload_gb
+    )
+    asyncio.run(_serve(model, host, port, device, settings))
 
 
-async def _serve(model: str, host: str, port: int, device: str | None) -> None:
+async def _serve(
+    model: str, host: str, port: int, device: str | None, settings: EngineSettings
+) -> None:
     from harness.llm.server import serving  # uvicorn and starlette load only here
 
     llm = await make_llm(
@@ -38,6 +61,7 @@ async def _serve(model: str, host: str, port: int, device: str | None) -> None:
         api_key=os.environ.get("OPENAI_API_KEY"),
         base_url=os.environ.get("OPENAI_BASE_URL"),
         device=device,
+        engine=settings,
     )
     try:
         async with serving(llm, host=host, port=port, log_level="info") as base_url:

@@ -116,6 +116,37 @@ class _Watcher(StoppingCriteria):  # type: ignore[misc]
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+def load_pretrained(
+    target: str, *, gguf_file: str | None = None, device: str | None = None
+) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local dir, a GGUF file or the local HF cache; blocking."""
+    model_dir, gguf_file = resolve_model_dir(target, gguf_file)
+    device = device or _default_device()
+    options: dict[str, Any] = {"local_files_only": True}
+    if gguf_file is not None:
+        options["gguf_file"] = gguf_file
+    on_gpu = device.startswith("cuda")
+    # GGUF weights dequantize to float32 unless told otherwise; bf16 halves GPU memory.
+    dtype: Any = torch.float32 if not on_gpu else ("auto" if gguf_file is None else torch.bfloat16)
+    # Let accelerate place layers (over GPUs, then CPU) only when the weights would not
+    # fit comfortably on the chosen GPU; small models run faster on one device.
+    spread = (
+        on_gpu
+        and _weight_bytes(model_dir, gguf_file)
+        > 0.7 * torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
+    )
+    try:
+        tokenizer: Any = AutoTokenizer.from_pretrained(model_dir, **options)
+        model: Any = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, device_map="auto" if spread else None, **options
+        )
+    except _LOAD_ERRORS as e:
+        raise LLMError(f"cannot load model {target}: {e}") from e
+    if not spread:
+        model = model.to(device)
+    return model.eval(), tokenizer
+
+
 class LocalLLM:
     """A transformers causal LM behind the `LLM` protocol. Calls queue on one worker thread."""
 
@@ -158,33 +189,8 @@ class LocalLLM:
         context_window: int | None = None,
     ) -> LocalLLM:
         """Load blocking (seconds to minutes); `load` is the async form."""
-        model_dir, gguf_file = resolve_model_dir(target, gguf_file)
-        device = device or _default_device()
-        options: dict[str, Any] = {"local_files_only": True}
-        if gguf_file is not None:
-            options["gguf_file"] = gguf_file
-        on_gpu = device.startswith("cuda")
-        # GGUF weights dequantize to float32 unless told otherwise; bf16 halves GPU memory.
-        dtype: Any = (
-            torch.float32 if not on_gpu else ("auto" if gguf_file is None else torch.bfloat16)
-        )
-        # Let accelerate place layers (over GPUs, then CPU) only when the weights would not
-        # fit comfortably on the chosen GPU; small models run faster on one device.
-        spread = (
-            on_gpu
-            and _weight_bytes(model_dir, gguf_file)
-            > 0.7 * torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
-        )
-        try:
-            tokenizer: Any = AutoTokenizer.from_pretrained(model_dir, **options)
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=dtype, device_map="auto" if spread else None, **options
-            )
-        except _LOAD_ERRORS as e:
-            raise LLMError(f"cannot load model {target}: {e}") from e
-        if not spread:
-            model = model.to(device)
-        return cls(model.eval(), tokenizer, name=name or target, context_window=context_window)
+        model, tokenizer = load_pretrained(target, gguf_file=gguf_file, device=device)
+        return cls(model, tokenizer, name=name or target, context_window=context_window)
 
     @classmethod
     async def load(cls, target: str, **options: Any) -> LocalLLM:

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 from harness.errors import ConfigError, ModelSpecError, ModelStoreError
 from harness.llm.accounting import PriceTable
 from harness.llm.base import LLM
+from harness.llm.engine.load import EngineSettings
 from harness.llm.model_store import CATALOG, ModelStore
 
 SpecKind = Literal["hf", "openai", "store", "script"]
@@ -118,10 +119,13 @@ async def make_llm(
     prices: PriceTable | None = None,
     device: str | None = None,
     max_concurrency: int = 16,
+    engine: EngineSettings | None = None,
 ) -> LLM:
     """Build the backend for `spec`. Loading an in-process model runs off the event loop.
 
     `base_url` applies to `openai:` specs that name none; `fetch_missing` fetches store models.
+    In-process models run on the engine (continuous batching, KV pins) unless `engine` says
+    otherwise.
     """
     if isinstance(spec, str):
         spec = parse_spec(spec, store_names=store.catalog.keys() if store else CATALOG.keys())
@@ -133,9 +137,7 @@ async def make_llm(
             await store.ensure(spec.target)
         spec = resolve_store(spec, store)
     if spec.kind == "hf":
-        from harness.llm.local import LocalLLM  # torch is imported only when needed
-
-        return await LocalLLM.load(spec.target, gguf_file=spec.gguf_file, device=device, name=name)
+        return await _in_process(spec, name, device, engine or EngineSettings())
     if spec.kind == "openai":
         from harness.llm.openai_http import DEFAULT_BASE_URL, OpenAIHTTP
 
@@ -152,3 +154,24 @@ async def make_llm(
     from harness.llm.scripted import ScriptedLLM
 
     return ScriptedLLM.from_file(Path(spec.target))
+
+
+async def _in_process(
+    spec: ModelSpec, name: str, device: str | None, engine: EngineSettings
+) -> LLM:
+    import asyncio
+
+    from harness.llm.local import LocalLLM, load_pretrained  # torch only when needed
+
+    model, tokenizer = await asyncio.to_thread(
+        load_pretrained, spec.target, gguf_file=spec.gguf_file, device=device
+    )
+    local = LocalLLM(model, tokenizer, name=name)
+    # A model spread over several devices (accelerate) stays on plain `generate`.
+    if not engine.enabled or getattr(model, "hf_device_map", None):
+        return local
+    from harness.llm.engine.load import build_engine_llm
+
+    return build_engine_llm(
+        model, tokenizer, name=name, settings=engine, context_window=local.context_window
+    )

@@ -1,5 +1,6 @@
-"""One contract, every backend: in-process (tiny real model), OpenAI HTTP -> `harness serve`
-(same tiny model over loopback), and the scripted model."""
+"""One contract, every backend: in-process (tiny real model) with plain `generate` and on the
+engine, OpenAI HTTP -> `harness serve` (same tiny model over loopback), and the scripted
+model."""
 
 from __future__ import annotations
 
@@ -42,10 +43,14 @@ def deterministic_text(request: ChatRequest) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(80))
 
 
-@pytest.fixture(params=["local", "openai_http->serve", "scripted"])
-async def llm(request: pytest.FixtureRequest, tiny_llm: LocalLLM) -> AsyncIterator[LLM]:
+@pytest.fixture(params=["local", "engine", "openai_http->serve", "scripted"])
+async def llm(
+    request: pytest.FixtureRequest, tiny_llm: LocalLLM, tiny_engine: LLM
+) -> AsyncIterator[LLM]:
     if request.param == "local":
         yield tiny_llm
+    elif request.param == "engine":
+        yield tiny_engine
     elif request.param == "openai_http->serve":
         async with serving(tiny_llm) as base_url:
             client = OpenAIHTTP("tiny", base_url=base_url, retry=RetryPolicy(max_retries=0))

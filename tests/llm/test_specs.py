@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import ConfigError, ModelSpecError, ModelStoreError
+from harness.llm.engine.client import EngineLLM
+from harness.llm.engine.load import EngineSettings
 from harness.llm.local import LocalLLM
 from harness.llm.model_store import DEFAULT_MODEL, ModelStore
 from harness.llm.openai_http import OpenAIHTTP
@@ -89,8 +91,13 @@ def test_specs_round_trip_through_their_string(
 
 async def test_make_llm_builds_each_backend(tiny_model_dir: Path, tmp_path: Path) -> None:
     local = await make_llm(f"hf:{tiny_model_dir}", device="cpu")
-    assert isinstance(local, LocalLLM) and local.model_name == str(tiny_model_dir)
+    assert isinstance(local, EngineLLM) and local.model_name == str(tiny_model_dir)
     await local.aclose()
+    plain = await make_llm(
+        f"hf:{tiny_model_dir}", device="cpu", engine=EngineSettings(enabled=False)
+    )
+    assert isinstance(plain, LocalLLM)
+    await plain.aclose()
     remote = await make_llm("openai:m?base_url=http://127.0.0.1:9/v1")
     assert isinstance(remote, OpenAIHTTP) and remote.model_name == "m"
     await remote.aclose()

@@ -110,6 +110,10 @@ class EngineLLM:
     def model_name(self) -> str:
         return self._name
 
+    @property
+    def context_window(self) -> int:
+        return int(self.engine.scheduler.max_len)
+
     async def __aenter__(self) -> EngineLLM:
         return self
 
@@ -123,13 +127,15 @@ class EngineLLM:
         limit = self.engine.scheduler.max_len
         if len(prompt) >= limit:
             raise ContextTooLong(
-                f"prompt of {len(prompt)} tokens does not fit the engine's {limit}",
-                hint="shorten the context or raise max_model_len / num_blocks",
+                f"prompt is {len(prompt)} tokens but {self._name}'s context window is "
+                f"{limit} tokens",
+                hint="shorten the messages (less context, truncated tool output), or raise "
+                "max_model_len / the KV cache size",
             )
         s = request.sampling
         ereq = EngineRequest(
             prompt_ids=tuple(prompt),
-            max_tokens=max(1, s.max_tokens),
+            max_tokens=max(1, min(s.max_tokens, limit - len(prompt))),  # room left in the window
             sampling=SamplingParams(s.temperature, s.top_p, s.seed),
             stop_fn=make_stop_fn(self._tokenizer, request.stop),
             program_id=request.program_id,
