@@ -5,6 +5,7 @@ Each command group lives in its own module here and is registered on `app` below
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -44,6 +45,7 @@ def _register() -> None:
     from harness.cli import sandbox
 
     app.add_typer(sandbox.app, name="sandbox")
+    app.add_typer(importlib.import_module("harness.cli.eval").app, name="eval")
 
 
 def report_error(exc: HarnessError) -> None:
