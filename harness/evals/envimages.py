@@ -124,8 +124,9 @@ def render_dockerfile(
     q = shlex.quote
     lines = [
         f"FROM {base}",
-        # First, so that the build's intermediate images do not pass for the base image.
-        f"LABEL {LABEL}=1 {LABEL_IMAGE}=env {LABEL_ENV_KEY}={key} {LABEL_KEY}=''",
+        # First and constant (so layers stay shared between env images): the build's
+        # intermediate images must not pass for the base image they start from.
+        f"LABEL {LABEL}=1 {LABEL_IMAGE}=env-layer {LABEL_KEY}=''",
         'SHELL ["/bin/bash", "-c"]',
         "USER root",
         "ENV DEBIAN_FRONTEND=noninteractive",
@@ -168,6 +169,7 @@ def render_dockerfile(
         f"RUN {git} diff --binary > {SETUP_DIFF}"
         f" && ({git} ls-files -z | xargs -0 rm -f || true) && rm -rf .git"
         f" && find /testbed /opt/harness {VENV} ! -user 1000 -exec chown -h {USER} {{}} +",
+        f"LABEL {LABEL_IMAGE}=env {LABEL_ENV_KEY}={key}",
     ]
     return "\n".join(lines) + "\n"
 

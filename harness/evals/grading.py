@@ -20,7 +20,7 @@ from harness.evals.dataset import Instance
 from harness.evals.envimages import EnvBuildFailed, EnvImage, EnvImages
 from harness.evals.records import GradeResult, GradeStatus, TestOutcome, patch_sha
 from harness.evals.repos import RepoCache
-from harness.evals.specs import EnvSpec, SpecRegistry, modified_test_files, test_directives
+from harness.evals.specs import EnvSpec, SpecRegistry, directives_for, modified_test_files
 from harness.sandboxes import Limits, Sandbox, SandboxBackend, SandboxSpec
 
 START = ">>>>> Start Test Output"  # swebench.harness.constants.START_TEST_OUTPUT
@@ -60,7 +60,7 @@ def eval_script(env: EnvImage, spec: EnvSpec, directives: list[str], reinstall: 
     return "\n".join(lines) + "\n"
 
 
-def test_section(log: str) -> str | None:
+def extract_test_output(log: str) -> str | None:
     """What the test command printed, between the markers; None when it never ran."""
     if START not in log or END not in log:
         return None
@@ -198,7 +198,7 @@ class Grader:
                     done("test_patch_failed", "the test patch does not apply"), files
                 )
             script = eval_script(
-                env, spec, test_directives(inst.repo, inst.test_patch, spec), opts.reinstall
+                env, spec, directives_for(inst.repo, inst.test_patch, spec), opts.reinstall
             )
             await box.write_file(f"{SCRATCH}/eval.sh", script)
             start = time.monotonic()
@@ -210,7 +210,7 @@ class Grader:
         files["eval.log"] = "\n".join(log) + "\n"
         if res.timed_out:
             return GradeOutcome(done("timeout", f"tests ran past {opts.timeout_s:g} s"), files)
-        section = test_section(res.output)
+        section = extract_test_output(res.output)
         if section is None:
             return GradeOutcome(done("error", "the test command did not run (see eval.log)"), files)
         parse = self.specs.parser(inst.repo, spec)

@@ -167,7 +167,7 @@ def swebench_spec(repo: str, version: str) -> EnvSpec | None:
     return EnvSpec.from_mapping(data, source=SWEBENCH_SOURCE.format(version=swebench.__version__))
 
 
-def test_directives(repo: str, test_patch: str, spec: EnvSpec) -> list[str]:
+def directives_for(repo: str, test_patch: str, spec: EnvSpec) -> list[str]:
     """What to append to the test command: the test files the test patch touches
     (swebench's get_test_directives; Django's runner wants module names instead)."""
     from swebench.harness.test_spec.python import get_test_directives
