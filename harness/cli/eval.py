@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +53,12 @@ SpecsOpt = typer.Option(None, "--specs", help="JSON/YAML env specs {repo: {versi
 TimeoutOpt = typer.Option(1800.0, help="Seconds the tests of one instance may run.")
 CaOpt = typer.Option(None, help="CA bundle for HTTPS inside image builds (TLS proxies).")
 MemOpt = typer.Option(4096, help="Memory limit per grading sandbox, MiB.")
+NetOpt = typer.Option(
+    False, "--test-network", help="Let tests use the network (off by default; swebench's is on)."
+)
+RebuildOpt = typer.Option(
+    False, "--rebuild-images", help="Rebuild env images from scratch (no reuse, no cache)."
+)
 AptOpt = typer.Option(
     None,
     "--apt-packages",
@@ -82,6 +90,8 @@ def run_cmd(
     ca_bundle: Path | None = CaOpt,
     memory_mb: int = MemOpt,
     apt_packages: str | None = AptOpt,
+    rebuild_images: bool = RebuildOpt,
+    test_network: bool = NetOpt,
     include_hints: bool = typer.Option(False, "--include-hints", help="Give hints_text too."),
 ) -> None:
     """Solve every selected instance, write predictions as it goes, grade, report."""
@@ -91,7 +101,16 @@ def run_cmd(
     factory = load_solver_factory(solver or DEFAULT_SOLVER)
     insts, unknown, meta = _select(out, args)
     config = _config(
-        git_mirror, images, specs, timeout, ca_bundle, memory_mb, model_name, apt_packages
+        git_mirror,
+        images,
+        specs,
+        timeout,
+        ca_bundle,
+        memory_mb,
+        model_name,
+        apt_packages,
+        rebuild_images,
+        test_network,
     )
     config = type(config)(**{**config.__dict__, "include_hints": include_hints})
     prepare_out_dir(
@@ -132,6 +151,8 @@ def grade_cmd(
     ca_bundle: Path | None = CaOpt,
     memory_mb: int = MemOpt,
     apt_packages: str | None = AptOpt,
+    rebuild_images: bool = RebuildOpt,
+    test_network: bool = NetOpt,
 ) -> None:
     """Grade predictions (instance_id, model_name_or_path, model_patch) or the gold patches."""
     from harness.evals.batch import Batch, prepare_out_dir
@@ -156,7 +177,18 @@ def grade_cmd(
         preds = [Prediction(i.instance_id, i.patch, "gold") for i in insts]
     if predictions is not None and not (instances or filter_ or slice_):
         meta["instances"] = [p.instance_id for p in preds]  # the denominator
-    config = _config(git_mirror, images, specs, timeout, ca_bundle, memory_mb, "gold", apt_packages)
+    config = _config(
+        git_mirror,
+        images,
+        specs,
+        timeout,
+        ca_bundle,
+        memory_mb,
+        "gold",
+        apt_packages,
+        rebuild_images,
+        test_network,
+    )
     source = str(predictions) if predictions else "gold"
     prepare_out_dir(out, resume=resume, meta={**meta, "kind": "grade", "predictions": source})
 
@@ -235,8 +267,20 @@ def _resume_args(
     }
 
 
+def _quiet_libraries() -> None:
+    """swebench 4 calls logging.basicConfig(INFO) on import (so matplotlib and others log
+    at INFO), and `datasets` draws progress bars: configure logging first, bars off."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(ImportError):
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 def _select(out: Path, args: dict[str, Any]) -> tuple[list[Any], list[str], dict[str, Any]]:
     from harness.evals.dataset import Selection, load_instances, select
+
+    _quiet_libraries()
 
     selection = Selection.parse(args["instances"], args["filter"], args["slice"])
     with err.status(f"loading {args['dataset']} ..."):
@@ -261,6 +305,8 @@ def _config(
     memory_mb: int,
     model: str,
     apt_packages: str | None,
+    rebuild: bool,
+    network: bool,
 ) -> Any:
     from harness.evals.envimages import SWEBENCH_APT, EnvOptions
     from harness.evals.grading import GradeOptions
@@ -284,8 +330,10 @@ def _config(
     return EvalConfig(
         cache_dir=cache_dir(),
         git_mirror=git_mirror or os.environ.get("HARNESS_GIT_MIRROR"),
-        env=EnvOptions(mode=images, ca_bundle=ca_bundle, apt_packages=apt),  # type: ignore[arg-type]
-        grade=GradeOptions(timeout_s=timeout, limits=Limits(cpus=2.0, memory_mb=memory_mb)),
+        env=EnvOptions(mode=images, ca_bundle=ca_bundle, apt_packages=apt, rebuild=rebuild),  # type: ignore[arg-type]
+        grade=GradeOptions(
+            timeout_s=timeout, limits=Limits(cpus=2.0, memory_mb=memory_mb), network=network
+        ),
         specs=registry,
         model=model,
     )
@@ -331,6 +379,7 @@ class _progress:
 
 
 def _finish(out: Path) -> None:
+    _quiet_libraries()
     from harness.evals.render import write_report
     from harness.evals.report import load_report
 

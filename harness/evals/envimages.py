@@ -1,12 +1,11 @@
-"""Environment images per (repo, version): built locally from install specs, or official.
+"""Environment images: built locally from install specs in three layers, or official.
 
-Local: a Debian base per suite (harness/sandboxes/images.py; the suite picks the Python),
-then an env image on top: the apt packages swebench's base image has, a venv at /opt/venv
-with the spec's packages, and the repository at its environment setup commit installed into
-/testbed. Its tracked files are then removed, so each instance's checkout (overlaid by the
-docker backend) replaces them while build outputs (egg-info, compiled extensions) stay; what
-pre_install / install changed in tracked files is kept as a diff that grading re-applies.
-Official: the pre-built `swebench/sweb.eval.x86_64.<id>` images, pulled from a registry.
+Local (harness/evals/dockerfiles.py has the Dockerfiles): a Debian base per suite (from
+harness/sandboxes/images.py; the suite picks the Python) with swebench's apt packages; an
+env image per (repo, version) with the venv, the spec's packages and the repo installed at
+its environment setup commit; and a thin instance image that runs pre_install and install
+again at the instance's base commit. Every layer is keyed by its content, built once under
+a host lock, and reused. Official: the pre-built `swebench/sweb.eval.x86_64.<id>` images.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import hashlib
 import io
 import json
 import re
-import shlex
 import tarfile
 import tempfile
 import time
@@ -27,38 +25,29 @@ from typing import Any, Literal
 
 from harness.errors import ImageError
 from harness.evals.dataset import Instance
+from harness.evals.dockerfiles import (
+    LABEL_ENV_KEY,
+    SETUP_DIFF,
+    SWEBENCH_APT,
+    env_dockerfile,
+    instance_dockerfile,
+    scm_version,
+    slug,
+    suite_dockerfile,
+)
 from harness.evals.locks import host_lock
 from harness.evals.repos import RepoCache
 from harness.evals.requirements import environment_yml_requirements, requirements_txt
 from harness.evals.specs import EnvSpec, debian_python, pip_requirements
 from harness.sandboxes.checkout import git
-from harness.sandboxes.docker import LABEL, LABEL_IMAGE, SANDBOX_USER, connect
+from harness.sandboxes.docker import LABEL_IMAGE, connect
 from harness.sandboxes.images import LABEL_KEY, BaseImageRecipe, build_base
 
-ENV_RECIPE_VERSION = "1"
-LABEL_ENV_KEY = "harness.env.key"
-# What swebench's base image installs besides Python and conda (swebench 4.x,
-# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales.
-SWEBENCH_APT = (
-    "build-essential",
-    "libffi-dev",
-    "libtiff-dev",
-    "locales",
-    "locales-all",
-    "tzdata",
-    "curl",
-    "wget",
-    "jq",
-)
-VENV = "/opt/venv"
-USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
-SETUP_DIFF = "/opt/harness/setup.diff"
-# What a fresh conda env (swebench's) carries besides Python, at versions of its time;
-# specs that need other pins install them afterwards.
-BOOTSTRAP = ("'pip<24.1'", "'setuptools<70'", "wheel")
+ENV_RECIPE_VERSION = "2"
 CONDA_ACTIVATE = "source /opt/miniconda3/bin/activate && conda activate testbed"
 Log = Callable[[str], None]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+__all__ = ["SETUP_DIFF", "SWEBENCH_APT", "EnvBuildFailed", "EnvImage", "EnvImages", "EnvOptions"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +57,7 @@ class EnvOptions:
     apt_packages: tuple[str, ...] = SWEBENCH_APT
     debian_mirror: str = "http://deb.debian.org/debian"
     official_namespace: str = "swebench"
+    rebuild: bool = False  # rebuild env images from scratch (no reuse, no layer cache)
     pull_timeout_s: float = 900.0
 
 
@@ -99,81 +89,6 @@ def official_image(instance_id: str, namespace: str = "swebench") -> str:
     return name.lower()
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "x"
-
-
-def scm_version(describe: str) -> str:
-    """What setuptools_scm would call a commit, from `git describe --tags --long`
-    ("5.4.0-626-gabc" -> "5.4.1.dev626+gabc"); "" when the tag is not a version."""
-    m = re.fullmatch(r"v?(\d+(?:\.\d+)*)-(\d+)-g([0-9a-f]+)", describe.strip())
-    if not m:
-        return ""
-    tag, distance, sha = m.group(1), int(m.group(2)), m.group(3)
-    if distance == 0:
-        return tag
-    parts = tag.split(".")
-    parts[-1] = str(int(parts[-1]) + 1)
-    return f"{'.'.join(parts)}.dev{distance}+g{sha}"
-
-
-def render_dockerfile(
-    base: str, spec: EnvSpec, opts: EnvOptions, *, key: str, has_reqs: bool, version: str
-) -> str:
-    """The env image's Dockerfile (pure: tested without Docker)."""
-    q = shlex.quote
-    lines = [
-        f"FROM {base}",
-        # First and constant (so layers stay shared between env images): the build's
-        # intermediate images must not pass for the base image they start from.
-        f"LABEL {LABEL}=1 {LABEL_IMAGE}=env-layer {LABEL_KEY}=''",
-        'SHELL ["/bin/bash", "-c"]',
-        "USER root",
-        "ENV DEBIAN_FRONTEND=noninteractive",
-    ]
-    if opts.apt_packages:
-        lines.append(
-            "RUN apt-get update && apt-get install -y --no-install-recommends "
-            f"{' '.join(opts.apt_packages)} && rm -rf /var/lib/apt/lists/*"
-        )
-    # pip runs as the sandbox user, so the venv is its own (grading re-runs the install
-    # step as that user) without a chown that would copy every file into a new layer.
-    lines += [
-        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && python3 -m venv {VENV}"
-        f" && {VENV}/bin/python -m pip install --no-cache-dir {' '.join(BOOTSTRAP)}"
-        f" && chown -R {USER} /testbed /opt/harness {VENV}",
-        f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_DISABLE_PIP_VERSION_CHECK=1"
-        " PIP_NO_CACHE_DIR=1",
-    ]
-    if version:  # repositories versioned by setuptools_scm need it without full history
-        lines.append(f"ENV SETUPTOOLS_SCM_PRETEND_VERSION={version}")
-    lines.append(f"USER {USER}")
-    if has_reqs:
-        lines += [
-            f"COPY --chown={USER} harness-requirements.txt /opt/harness/requirements.txt",
-            "RUN python -m pip install -r /opt/harness/requirements.txt",
-        ]
-    if spec.pip_packages:
-        lines.append(f"RUN python -m pip install {' '.join(q(p) for p in spec.pip_packages)}")
-    lines += [f"COPY --chown={USER} testbed/ /testbed/", "WORKDIR /testbed"]
-    if spec.pre_install:  # apt-get and friends: as root, like swebench
-        lines += ["USER root", *(f"RUN {cmd}" for cmd in spec.pre_install), f"USER {USER}"]
-    if spec.install:
-        lines.append(f"RUN {spec.install}")
-    lines.append("USER root")
-    # Root-only steps of the eval commands (Django's locale-gen) happen here once; grading
-    # runs them again as the sandbox user, where only the exports take effect.
-    lines += [f"RUN ({cmd}) || true" for cmd in spec.eval_commands]
-    git = "git -c safe.directory='*'"
-    lines += [
-        f"RUN {git} diff --binary > {SETUP_DIFF}"
-        f" && ({git} ls-files -z | xargs -0 rm -f || true) && rm -rf .git"
-        f" && find /testbed /opt/harness {VENV} ! -user 1000 -exec chown -h {USER} {{}} +",
-        f"LABEL {LABEL_IMAGE}=env {LABEL_ENV_KEY}={key}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 class EnvImages:
     """Builds (once) or pulls the environment image of an instance."""
 
@@ -190,6 +105,7 @@ class EnvImages:
         self.options = options or EnvOptions()
         self._factory = client_factory
         self._client: Any = None
+        self._rebuilt: set[str] = set()  # with `rebuild`: keys built by this process
 
     async def client(self) -> Any:
         if self._client is None:
@@ -237,8 +153,100 @@ class EnvImages:
         notes: list[str] = []
         if used != spec.python:
             notes.append(f"python {spec.python} -> {used} (Debian {suite})")
+        base_id = await self._suite_image(client, suite, log)
+        source = await self.repos.local(inst.repo, [inst.setup_commit, inst.base_commit])
+
+        # The env image: per (repo, version), shared by its instances.
+        checkout = await self.repos.checkout(inst.repo, inst.setup_commit)
+        reqs = self._requirements(spec, checkout, notes)
+        version = await _scm_version(source, inst.setup_commit)
+
+        def env_file(key: str) -> str:
+            return env_dockerfile(base_id, spec, key=key, has_reqs=bool(reqs), version=version)
+
+        name = f"{slug(inst.repo.replace('/', '__'))}-{slug(inst.version)}"
+        material = [env_file("-"), reqs, inst.repo, inst.setup_commit]
+        env_tag, env_s = await self._keyed_build(
+            client,
+            name,
+            material,
+            env_file,
+            {"harness-requirements.txt": reqs.encode()},
+            {"testbed": checkout},
+            log,
+        )
+
+        # The instance image: pre_install and install again at the base commit.
+        checkout = await self.repos.checkout(inst.repo, inst.base_commit)
+        version = await _scm_version(source, inst.base_commit)
+        env_id = str((await asyncio.to_thread(client.images.get, env_tag)).id)
+
+        def inst_file(key: str) -> str:
+            return instance_dockerfile(env_id, spec, key=key, version=version)
+
+        material = [inst_file("-"), inst.repo, inst.base_commit]
+        tag, inst_s = await self._keyed_build(
+            client,
+            slug(inst.instance_id),
+            material,
+            inst_file,
+            {},
+            {"testbed": checkout},
+            log,
+        )
+        log_path = self._log_path(tag)
+        return EnvImage(
+            tag,
+            spec.python,
+            used,
+            setup_diff=SETUP_DIFF,
+            build_s=env_s + inst_s,
+            log_path=str(log_path),
+            notes=tuple(notes),
+        )
+
+    def _log_path(self, tag: str) -> Path:
+        return self.cache_dir / "evals" / "env-logs" / f"{tag.split(':', 1)[1]}.log"
+
+    async def _keyed_build(
+        self,
+        client: Any,
+        name: str,
+        material: list[Any],
+        dockerfile: Callable[[str], str],
+        files: dict[str, bytes],
+        dirs: dict[str, Path],
+        log: Log,
+    ) -> tuple[str, float]:
+        """Build `harness-env:<name>-<key>` once; (tag, seconds spent building now)."""
+        key = hashlib.sha256(json.dumps([ENV_RECIPE_VERSION, *material]).encode()).hexdigest()
+        key = key[:16]
+        tag = f"harness-env:{name}-{key[:12]}"
+        async with host_lock(self.cache_dir / "evals" / "locks", f"env-{key}"):
+            if key in self._rebuilt or (
+                not self.options.rebuild and await asyncio.to_thread(_has_image, client, tag, key)
+            ):
+                return tag, 0.0
+            log_path = self._log_path(tag)
+            log(f"building {tag} (log {log_path}) ...")
+            start = time.monotonic()
+            await asyncio.to_thread(
+                _docker_build,
+                client,
+                tag,
+                dockerfile(key),
+                files,
+                dirs,
+                log_path,
+                self.options.rebuild,
+            )
+            self._rebuilt.add(key)
+            return tag, time.monotonic() - start
+
+    async def _suite_image(self, client: Any, suite: str, log: Log) -> str:
+        """The Debian base of `suite` (built if missing) plus the apt packages."""
         locks = self.cache_dir / "evals" / "locks"
-        async with host_lock(locks, f"base-{suite}"):
+        async with host_lock(locks, f"suite-{suite}"):
             recipe = BaseImageRecipe(
                 tag=f"harness-base:{suite}",
                 suite=suite,
@@ -251,41 +259,18 @@ class EnvImages:
                     base_id = await build_base(client, recipe, log=log)
                 except ImageError as exc:
                     raise EnvBuildFailed(f"base image for Debian {suite}: {exc.message}") from exc
-        checkout = await self.repos.checkout(inst.repo, inst.setup_commit)
-        reqs = self._requirements(spec, checkout, notes)
-        source = await self.repos.local(inst.repo, [inst.setup_commit])
-        describe = await git(
-            "describe", "--tags", "--long", inst.setup_commit, cwd=source, check=False
-        )
-        version = scm_version(describe)
-        has_reqs = bool(reqs)
-        draft = render_dockerfile(
-            base_id, spec, self.options, key="-", has_reqs=has_reqs, version=version
-        )
-        material = json.dumps([ENV_RECIPE_VERSION, draft, reqs, inst.repo, inst.setup_commit])
-        key = hashlib.sha256(material.encode()).hexdigest()[:16]
-        tag = f"harness-env:{slug(inst.repo.replace('/', '__'))}-{slug(inst.version)}-{key[:12]}"
-        log_path = self.cache_dir / "evals" / "env-logs" / f"{tag.split(':', 1)[1]}.log"
-        env = EnvImage(
-            tag,
-            spec.python,
-            used,
-            setup_diff=SETUP_DIFF,
-            log_path=str(log_path),
-            notes=tuple(notes),
-        )
-        async with host_lock(locks, f"env-{key}"):
-            if await asyncio.to_thread(_has_image, client, tag, key):
-                return env
-            dockerfile = render_dockerfile(
-                base_id, spec, self.options, key=key, has_reqs=has_reqs, version=version
-            )
-            log(f"building {tag} (python {used}, log {log_path}) ...")
-            start = time.monotonic()
-            await asyncio.to_thread(
-                _docker_build, client, tag, dockerfile, checkout, reqs, log_path
-            )
-        return EnvImage(**{**env.__dict__, "build_s": time.monotonic() - start})
+            apt = self.options.apt_packages
+            if not apt:
+                return base_id
+            material = json.dumps([ENV_RECIPE_VERSION, base_id, sorted(apt)])
+            key = hashlib.sha256(material.encode()).hexdigest()[:16]
+            tag = f"harness-env:{suite}-{key[:12]}"
+            if not await asyncio.to_thread(_has_image, client, tag, key):
+                log_path = self.cache_dir / "evals" / "env-logs" / f"{suite}-{key[:12]}.log"
+                log(f"building {tag} (apt packages, log {log_path}) ...")
+                dockerfile = suite_dockerfile(base_id, apt, key)
+                await asyncio.to_thread(_docker_build, client, tag, dockerfile, {}, {}, log_path)
+            return str((await asyncio.to_thread(client.images.get, tag)).id)
 
     def _requirements(self, spec: EnvSpec, checkout: Path, notes: list[str]) -> str:
         if spec.packages == "requirements.txt":
@@ -299,6 +284,11 @@ class EnvImages:
             notes.append("conda packages installed with pip (no conda)")
             return "\n".join(pip_requirements(spec.packages))
         return ""
+
+
+async def _scm_version(source: Path, commit: str) -> str:
+    describe = await git("describe", "--tags", "--long", commit, cwd=source, check=False)
+    return scm_version(describe)
 
 
 def _find_base(client: Any, recipe: BaseImageRecipe) -> str | None:
@@ -320,26 +310,36 @@ def _has_image(client: Any, tag: str, key: str) -> bool:
 
 
 def _docker_build(
-    client: Any, tag: str, dockerfile: str, checkout: Path, reqs: str, log_path: Path
+    client: Any,
+    tag: str,
+    dockerfile: str,
+    files: dict[str, bytes],
+    dirs: dict[str, Path],
+    log_path: Path,
+    nocache: bool = False,
 ) -> None:
     """`docker build` with the network on; the log streams into `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as ctx, open(log_path, "w") as out:
         with tarfile.open(fileobj=ctx, mode="w") as tar:
-            for name, data in (
-                ("Dockerfile", dockerfile.encode()),
-                ("harness-requirements.txt", reqs.encode()),
-            ):
+            for name, data in {"Dockerfile": dockerfile.encode(), **files}.items():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-            tar.add(str(checkout), arcname="testbed")
+            for name, folder in dirs.items():
+                tar.add(str(folder), arcname=name)
         ctx.seek(0)
         out.write(dockerfile + "\n")
         error = ""
         try:
             for chunk in client.api.build(
-                fileobj=ctx, custom_context=True, tag=tag, rm=True, forcerm=True, decode=True
+                fileobj=ctx,
+                custom_context=True,
+                tag=tag,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                nocache=nocache,
             ):
                 if "stream" in chunk:
                     out.write(ANSI.sub("", chunk["stream"]))

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError, RepoError
 from harness.evals.dataset import Instance
@@ -36,6 +37,9 @@ class GradeOptions:
     limits: Limits = field(default_factory=lambda: Limits(cpus=2.0, memory_mb=4096))
     output_cap: int = 16 << 20  # test logs of big suites run to megabytes
     reinstall: bool = True  # re-run the spec's install step before testing, as swebench does
+    # Off by default; swebench runs tests with the network on, and a few tests need it
+    # (requests' connect-timeout tests expect a tarpit address to time out, not to fail).
+    network: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,17 +112,16 @@ class Grader:
         self, inst: Instance, patch: str, *, candidate_id: str = "final", model: str = ""
     ) -> GradeOutcome:
         timings: dict[str, float] = {}
-        base = GradeResult(
-            inst.instance_id,
-            "error",
-            candidate_id=candidate_id,
-            model=model,
-            patch_sha=patch_sha(patch),
-        )
+        # What every result of this grade carries; the image fields join once it is known.
+        fields: dict[str, Any] = {
+            "candidate_id": candidate_id,
+            "model": model,
+            "patch_sha": patch_sha(patch),
+            "timings": timings,
+        }
 
-        def done(status: GradeStatus, message: str = "", **kw: object) -> GradeResult:
-            fields = {**base.__dict__, "status": status, "message": message, "timings": timings}
-            return GradeResult(**{**fields, **kw})
+        def done(status: GradeStatus, message: str = "", **kw: Any) -> GradeResult:
+            return GradeResult(inst.instance_id, status, message=message, **fields, **kw)
 
         if not patch.strip():
             return GradeOutcome(done("empty_patch", "the patch is empty"))
@@ -139,13 +142,8 @@ class Grader:
         except HarnessError as exc:
             return GradeOutcome(done("env_build_failed", exc.message))
         timings["env_image"] = time.monotonic() - start
-        base = GradeResult(
-            **{
-                **base.__dict__,
-                "image": env.tag,
-                "python_requested": env.python_requested,
-                "python_used": env.python_used,
-            }
+        fields.update(
+            image=env.tag, python_requested=env.python_requested, python_used=env.python_used
         )
         try:
             return await self._in_sandbox(inst, spec, env, patch, timings, done)
@@ -170,7 +168,7 @@ class Grader:
             repo=checkout,
             commit=inst.base_commit,
             image=env.tag,
-            network=False,
+            network=opts.network,
             limits=opts.limits,
             default_timeout=600.0,
             output_cap=opts.output_cap,

@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
-from harness.evals.envimages import (
+from harness.evals.dockerfiles import (
     SETUP_DIFF,
-    EnvOptions,
-    official_image,
-    render_dockerfile,
+    SWEBENCH_APT,
+    env_dockerfile,
+    instance_dockerfile,
     scm_version,
+    suite_dockerfile,
 )
+from harness.evals.envimages import official_image
 from harness.evals.requirements import environment_yml_requirements, requirements_txt
 from harness.evals.specs import (
     EnvSpec,
@@ -131,10 +133,12 @@ def test_scm_version_like_setuptools_scm() -> None:
     assert scm_version("5.4.0-626-g678c1a074") == "5.4.1.dev626+g678c1a074"
     assert scm_version("v2.10.0-40-g36453b95") == "2.10.1.dev40+g36453b95"
     assert scm_version("v0.9-0-gabc123") == "0.9"
+    assert scm_version("8.0.0.dev0-160-g10056865d") == "8.0.0.dev160+g10056865d"
+    assert scm_version("8.0.0rc1-3-gabc") == "8.0.0rc2.dev3+gabc"
     assert scm_version("release-candidate-3-gabc") == ""
 
 
-def test_dockerfile_shape() -> None:
+def test_dockerfiles() -> None:
     spec = EnvSpec(
         python="3.9",
         pip_packages=("pytest==7.4", "a b"),
@@ -143,31 +147,31 @@ def test_dockerfile_shape() -> None:
         eval_commands=("export LANG=C.UTF-8",),
         test_cmd=("pytest -rA",),
     )
-    text = render_dockerfile(
-        "sha256:base", spec, EnvOptions(), key="k1", has_reqs=True, version="1.2"
-    )
-    lines = text.splitlines()
+    lines = env_dockerfile("sha256:base", spec, key="k1", has_reqs=True, version="1.2").splitlines()
     assert lines[0] == "FROM sha256:base" and "harness.env.key=k1" in lines[-1]
     assert "harness.base.key=''" in lines[1]  # the base's label must not be inherited
-    assert "k1" not in "\n".join(lines[:-1])  # layers are shared between env images
-    assert any(line.startswith("RUN apt-get update") and "locales" in line for line in lines)
+    assert "k1" not in "\n".join(lines[:-1])  # so layers are shared between env images
     assert "ENV SETUPTOOLS_SCM_PRETEND_VERSION=1.2" in lines
     assert "RUN python -m pip install pytest==7.4 'a b'" in lines
-    order = [lines.index(x) for x in ("USER root", "RUN apt-get install -y foo")]
-    assert order[0] < order[1]
+    assert lines.index("USER root", lines.index("WORKDIR /testbed")) < lines.index(
+        "RUN apt-get install -y foo"
+    )
     install = lines.index("RUN python -m pip install -e .")
     assert lines[install - 1] == "USER 1000:1000"  # the install runs as the sandbox user
     assert "RUN (export LANG=C.UTF-8) || true" in lines
-    assert SETUP_DIFF in lines[-2] and "ls-files" in lines[-2]
-    bare = render_dockerfile(
-        "b",
-        EnvSpec(python="3.9", test_cmd=("t",)),
-        EnvOptions(apt_packages=()),
-        key="k",
-        has_reqs=False,
-        version="",
+    assert SETUP_DIFF in lines[-4] and "ls-files" in lines[-4] and lines[-5] == "USER 1000:1000"
+    inst = instance_dockerfile("sha256:env", spec, key="k3", version="1.3").splitlines()
+    assert inst[0] == "FROM sha256:env" and "harness.image=instance" in inst[-1]
+    assert "COPY --chown=1000:1000 testbed/ /testbed/" in inst
+    assert "RUN apt-get install -y foo" in inst and "RUN python -m pip install -e ." in inst
+    assert not any("pip install pytest" in line for line in inst)  # those are the env's
+    suite = suite_dockerfile("sha256:base", SWEBENCH_APT, "k2").splitlines()
+    assert suite[0] == "FROM sha256:base" and "harness.env.key=k2" in suite[-1]
+    assert any(line.startswith("RUN apt-get update") and "locales" in line for line in suite)
+    bare = env_dockerfile(
+        "b", EnvSpec(python="3.9", test_cmd=("t",)), key="k", has_reqs=False, version=""
     )
-    assert "apt-get" not in bare and "requirements" not in bare and "SETUPTOOLS_SCM" not in bare
+    assert "requirements" not in bare and "SETUPTOOLS_SCM" not in bare
 
 
 def test_official_image_names() -> None:
