@@ -89,6 +89,7 @@ def plots(r: Report, folder: Path) -> list[Path]:
     """Draw the three PNGs; returns their paths."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     folder.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
@@ -106,6 +107,7 @@ def plots(r: Report, folder: Path) -> list[Path]:
     ax.plot(ks, [100 * p.voted for p in r.scaling], "s-", label="voted@k")
     ax.axhline(100 * r.rate(r.resolved), color="gray", ls="--", label="final (resolved)")
     ax.set(xlabel="samples per instance", ylabel="% of instances", ylim=(0, 100))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title("Scaling with samples")
     ax.legend(loc="lower right")
     save(fig, "scaling.png")
