@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from harness.evals.report import Report
@@ -136,37 +137,49 @@ def html_page(r: Report, folder: Path) -> str:
     md = markdown(r)
     body: list[str] = []
     table: list[list[str]] = []
+    items: list[str] = []
 
-    def flush() -> None:
-        if not table:
-            return
-        head, *rows = table
-        body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
-        body.extend("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-        body.append("</table>")
-        table.clear()
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+    def flush_items() -> None:
+        if items:
+            body.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    def flush_table() -> None:
+        if table:
+            head, *rows = table
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>")
+            body.extend("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+            body.append("</table>")
+            table.clear()
 
     for line in md.splitlines():
         if line.startswith("|"):
-            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            cells = [inline(c.strip()) for c in line.strip("|").split("|")]
             if not set("".join(cells)) <= set("-:"):
                 table.append(cells)
             continue
-        flush()
+        flush_table()
+        if line.startswith("- "):
+            items.append(inline(line[2:]))
+            continue
+        flush_items()
         if line.startswith("# "):
             body.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("- "):
-            text = html.escape(line[2:]).replace("**", "")
-            body.append(f"<li>{text}</li>")
         elif line.startswith("!["):
             name = line.split("(", 1)[1].rstrip(")")
             data = base64.b64encode((folder / name).read_bytes()).decode()
             body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-    flush()
+            body.append(f"<p>{inline(line)}</p>")
+    flush_table()
+    flush_items()
     style = (
         "body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"

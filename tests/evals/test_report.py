@@ -66,6 +66,8 @@ def test_report_from_records_and_rendered_files(tmp_path: Path) -> None:
     assert "| 2 | 66.7% | 66.7% |" in md  # the scaling table
     page = paths["html"].read_text()
     assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert page.count("<ul>") == 1 and "<b>resolved: 1 (33.3%)</b>" in page
+    assert "<code>d.jsonl</code>" in page
     for name in ("scaling.png", "statuses.png", "stages.png"):
         assert (run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
 
