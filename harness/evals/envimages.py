@@ -106,6 +106,9 @@ class EnvImages:
         self._factory = client_factory
         self._client: Any = None
         self._rebuilt: set[str] = set()  # with `rebuild`: keys built by this process
+        # Builds that failed in this process are not retried for the next instance that
+        # shares them (a new process, e.g. a resumed batch, tries again).
+        self._failed: dict[str, EnvBuildFailed] = {}
 
     async def client(self) -> Any:
         if self._client is None:
@@ -223,6 +226,8 @@ class EnvImages:
         key = key[:16]
         tag = f"harness-env:{name}-{key[:12]}"
         async with host_lock(self.cache_dir / "evals" / "locks", f"env-{key}"):
+            if key in self._failed:
+                raise self._failed[key]
             if key in self._rebuilt or (
                 not self.options.rebuild and await asyncio.to_thread(_has_image, client, tag, key)
             ):
@@ -230,16 +235,20 @@ class EnvImages:
             log_path = self._log_path(tag)
             log(f"building {tag} (log {log_path}) ...")
             start = time.monotonic()
-            await asyncio.to_thread(
-                _docker_build,
-                client,
-                tag,
-                dockerfile(key),
-                files,
-                dirs,
-                log_path,
-                self.options.rebuild,
-            )
+            try:
+                await asyncio.to_thread(
+                    _docker_build,
+                    client,
+                    tag,
+                    dockerfile(key),
+                    files,
+                    dirs,
+                    log_path,
+                    self.options.rebuild,
+                )
+            except EnvBuildFailed as exc:
+                self._failed[key] = exc
+                raise
             self._rebuilt.add(key)
             return tag, time.monotonic() - start
 

@@ -130,6 +130,7 @@ class Grader:
             return GradeOutcome(
                 done("no_spec", f"no install spec for {inst.repo} version {inst.version!r}")
             )
+        fields["python_requested"] = spec.python
         start = time.monotonic()
         try:
             env = await self.images.ensure(inst, spec)

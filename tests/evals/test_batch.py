@@ -135,3 +135,36 @@ async def test_grading_predictions_with_bad_input(tmp_path: Path) -> None:
     assert grades["ghost-1"].status == "unknown_instance"
     assert grades["<line 2>"].status == "malformed_prediction"
     assert ids[2] not in grades  # no prediction, nothing graded
+
+
+async def test_instances_that_cannot_be_set_up_are_skipped_not_solved(tmp_path: Path) -> None:
+    skip_unless_available("docker")
+    project = make_project(tmp_path / "p", n=1)
+    good = project.records[0]
+    records = [
+        good,
+        {**good, "instance_id": "harness-tests__calc-nospec", "version": "9.9"},
+        {**good, "instance_id": "harness-tests__gone-1", "repo": "harness-tests/gone"},
+    ]
+    dataset = tmp_path / "mixed.jsonl"
+    dataset.write_text("".join(json.dumps(r) + "\n" for r in records))
+    insts = load_instances(str(dataset), cache_dir=tmp_path / "hf")
+    registry = project.registry()
+    spec = registry.get(good["repo"], good["version"])
+    assert spec is not None
+    registry.register("harness-tests/gone", good["version"], spec)  # a spec, but no repo
+    config = config_for(tmp_path, project.mirror, registry)
+    out = tmp_path / "run"
+    async with LocalExecutor(config, lambda: KnownPatchSolver(config.cache_dir)) as ex:
+        await Batch(out, ex, workers=3).run(insts)
+    solves = {s.instance_id: s for s in read_solves(out / SOLVES)}
+    assert solves["harness-tests__calc-nospec"].status == "skipped"
+    assert solves["harness-tests__gone-1"].status == "skipped"
+    finals = {g.instance_id: g for g in read_grades(out / GRADES) if g.candidate_id == "final"}
+    assert finals["harness-tests__calc-nospec"].status == "no_spec"
+    assert finals["harness-tests__gone-1"].status == "repo_failed"
+    assert "no mirror of harness-tests/gone" in finals["harness-tests__gone-1"].message
+    assert finals[good["instance_id"]].status == "resolved"  # the batch went on
+    # the solver ran only where there was something to solve; no prediction for the others
+    assert (out / CALLS_LOG).read_text().split() == [good["instance_id"]]
+    assert [p.instance_id for p in read_predictions(out / PREDICTIONS)[0]] == [good["instance_id"]]
