@@ -6,13 +6,12 @@ in: a local path (used in place, never copied) or a URL (cloned into the cache l
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import RepoError
+from harness.evals.locks import host_lock
 from harness.sandboxes.checkout import cached_checkout, git, resolve_commit
 
 GITHUB = "https://github.com/{owner}/{name}.git"
@@ -28,7 +27,6 @@ class RepoCache:
     def __init__(self, cache_dir: Path, mirror: str | None = None) -> None:
         self.cache_dir = cache_dir
         self.mirror = mirror
-        self._locks: dict[str, asyncio.Lock] = {}
 
     def location(self, repo: str) -> str:
         owner, _, name = repo.partition("/")
@@ -54,9 +52,7 @@ class RepoCache:
                 )
             await self._check(repo, path, commits)
             return path
-        lock = self._locks.setdefault(repo, asyncio.Lock())
-        async with lock:
-            return await self._cached_clone(repo, where, commits)
+        return await self._cached_clone(repo, where, commits)
 
     async def checkout(self, repo: str, commit: str) -> Path:
         """A work tree of `repo` at `commit` (shallow: no history after it), cached."""
@@ -74,28 +70,23 @@ class RepoCache:
     async def _cached_clone(self, repo: str, url: str, commits: Sequence[str]) -> Path:
         owner, _, name = repo.partition("/")
         target = self.cache_dir / "repos" / f"{owner}+{name}.git"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{target}.lock", "w") as lock:
-            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-            try:
-                if not (target / "HEAD").exists():
-                    tmp = target.with_name(target.name + ".tmp")
+        async with host_lock(target.parent, target.name):
+            if not (target / "HEAD").exists():
+                tmp = target.with_name(target.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                try:
+                    await git("clone", "--bare", "--quiet", url, str(tmp))
+                except RepoError as exc:
                     shutil.rmtree(tmp, ignore_errors=True)
-                    try:
-                        await git("clone", "--bare", "--quiet", url, str(tmp))
-                    except RepoError as exc:
-                        shutil.rmtree(tmp, ignore_errors=True)
-                        raise RepoError(
-                            f"could not clone {repo} from {url}: {exc.message}",
-                            hint="offline? pass --git-mirror TEMPLATE pointing at local mirrors",
-                        ) from None
-                    tmp.rename(target)
-                if await self._missing(target, commits):
-                    # A cached clone older than the data set: fetch what is new, once.
-                    await git("fetch", "--quiet", url, "+refs/heads/*:refs/heads/*", cwd=target)
-                await self._check(repo, target, commits)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                    raise RepoError(
+                        f"could not clone {repo} from {url}: {exc.message}",
+                        hint="offline? pass --git-mirror TEMPLATE pointing at local mirrors",
+                    ) from None
+                tmp.rename(target)
+            if await self._missing(target, commits):
+                # A cached clone older than the data set: fetch what is new, once.
+                await git("fetch", "--quiet", url, "+refs/heads/*:refs/heads/*", cwd=target)
+            await self._check(repo, target, commits)
         return target
 
     async def _missing(self, path: Path, commits: Sequence[str]) -> bool:
