@@ -327,7 +327,12 @@ def _docker_build(
     log_path: Path,
     nocache: bool = False,
 ) -> None:
-    """`docker build` with the network on; the log streams into `log_path`."""
+    """`docker build` with the network on; the log streams into `log_path`.
+
+    A build whose step container is killed from outside (exit 137 while another process
+    removes it, e.g. a `harness sandbox prune` that takes it for a leftover: it inherits the
+    base image's labels) is retried from the layer cache, twice at most.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as ctx, open(log_path, "w") as out:
         with tarfile.open(fileobj=ctx, mode="w") as tar:
@@ -337,31 +342,44 @@ def _docker_build(
                 tar.addfile(info, io.BytesIO(data))
             for name, folder in dirs.items():
                 tar.add(str(folder), arcname=name)
-        ctx.seek(0)
         out.write(dockerfile + "\n")
-        error = ""
-        try:
-            for chunk in client.api.build(
-                fileobj=ctx,
-                custom_context=True,
-                tag=tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                nocache=nocache,
-            ):
-                if "stream" in chunk:
-                    out.write(ANSI.sub("", chunk["stream"]))
-                elif "error" in chunk:
-                    error = str(chunk["error"]).strip()
-                    out.write(f"ERROR: {error}\n")
-                out.flush()
-        except Exception as exc:  # the engine went away, a context too large, ...
-            error = str(exc)
-            out.write(f"ERROR: {error}\n")
+        for attempt in range(3):
+            ctx.seek(0)
+            error, killed = _stream_build(client, ctx, tag, out, nocache and attempt == 0)
+            if not (error and killed):
+                break
+            out.write(f"# the build container was killed from outside; retry {attempt + 1}\n")
     if error:
         raise EnvBuildFailed(
             f"building {tag} failed: {error.splitlines()[-1][:300]} (log: {log_path})",
             log_path=str(log_path),
             hint=f"read {log_path}; a spec for a Python Debian lacks may need other pins",
         )
+
+
+def _stream_build(client: Any, ctx: Any, tag: str, out: Any, nocache: bool) -> tuple[str, bool]:
+    """One `docker build`: (error or "", whether a step container was killed from outside)."""
+    error = ""
+    killed = False
+    try:
+        for chunk in client.api.build(
+            fileobj=ctx,
+            custom_context=True,
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            decode=True,
+            nocache=nocache,
+        ):
+            if "stream" in chunk:
+                text = ANSI.sub("", chunk["stream"])
+                killed = killed or "is already in progress" in text
+                out.write(text)
+            elif "error" in chunk:
+                error = str(chunk["error"]).strip()
+                out.write(f"ERROR: {error}\n")
+            out.flush()
+    except Exception as exc:  # the engine went away, a context too large, ...
+        error = str(exc)
+        out.write(f"ERROR: {error}\n")
+    return error, killed and "non-zero code: 137" in error
