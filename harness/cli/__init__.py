@@ -50,12 +50,14 @@ def _register() -> None:
         return
     _registered = True
     from harness.cli import bot, model, sandbox, serve, solve
+    from harness.cli import eval as eval_cli
 
     app.command("solve")(solve.solve)
     app.add_typer(sandbox.app, name="sandbox")
     app.add_typer(bot.app, name="bot")
     app.add_typer(model.app)
     app.command("serve")(serve.serve)
+    app.add_typer(eval_cli.app, name="eval")
 
 
 def report_error(exc: HarnessError) -> None:
