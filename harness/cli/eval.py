@@ -93,12 +93,25 @@ def run_cmd(
     rebuild_images: bool = RebuildOpt,
     test_network: bool = NetOpt,
     include_hints: bool = typer.Option(False, "--include-hints", help="Give hints_text too."),
+    config_file: Path | None = typer.Option(None, "--config", help="Solve config (YAML)."),
+    overrides: list[str] = typer.Option([], "--set", "-c", help="Solve config key=value."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model spec for the solver."),
+    samples: int | None = typer.Option(None, "--samples", "-n", help="Trajectories per task."),
 ) -> None:
-    """Solve every selected instance, write predictions as it goes, grade, report."""
+    """Solve every selected instance, write predictions as it goes, grade, report.
+
+    The solver is the harness pipeline configured by --config / -c / --model / --samples,
+    unless --solver names another factory.
+    """
     from harness.evals.batch import Batch, prepare_out_dir
 
     args = _resume_args(out, resume, dataset, split, instances, filter_, slice_)
-    factory = load_solver_factory(solver or DEFAULT_SOLVER)
+    spec = solver or DEFAULT_SOLVER
+    if spec:
+        factory = load_solver_factory(spec)
+    else:
+        extra = [f"model={model}"] * bool(model) + [f"samples={samples}"] * (samples is not None)
+        factory, spec = _pipeline_factory(config_file, [*overrides, *extra])
     insts, unknown, meta = _select(out, args)
     config = _config(
         git_mirror,
@@ -113,9 +126,7 @@ def run_cmd(
         test_network,
     )
     config = type(config)(**{**config.__dict__, "include_hints": include_hints})
-    prepare_out_dir(
-        out, resume=resume, meta={**meta, "kind": "run", "solver": solver or DEFAULT_SOLVER}
-    )
+    prepare_out_dir(out, resume=resume, meta={**meta, "kind": "run", "solver": spec})
 
     async def go() -> None:
         from harness.evals.executors import make_executor
@@ -214,6 +225,25 @@ def report_cmd(
 
 
 # ---- helpers --------------------------------------------------------------------------
+
+
+def _pipeline_factory(config_file: Path | None, overrides: list[str]) -> tuple[Any, str]:
+    """The harness pipeline as a zero-argument, picklable Solver factory (and its name)."""
+    import functools
+
+    from harness.cli.model import store_from_env
+    from harness.config import load_config
+    from harness.solver import make_pipeline_solver
+
+    config = load_config(config_file, overrides)
+    factory = functools.partial(
+        make_pipeline_solver,
+        config,
+        cache_dir(),
+        store_from_env().root,
+        os.environ.get("OPENAI_API_KEY"),
+    )
+    return factory, f"harness pipeline ({config.model}, {config.samples} samples)"
 
 
 def load_solver_factory(spec: str | None) -> Callable[[], Any]:

@@ -88,6 +88,9 @@ class Worker:
         if self._backend is not None:
             await self._backend.aclose()
         await self.images.aclose()
+        close = getattr(self._solver, "aclose", None)  # e.g. the pipeline's loaded model
+        if close is not None:
+            await close()
 
     def grader(self) -> Grader:
         if self._backend is None:
