@@ -394,6 +394,7 @@ class Orchestrator:
             cost_usd=cost,
             duration_s=duration,
             message=message,
+            stage_s=dict(timings.stages),
         )
         summary: dict[str, Any] = {
             "task_id": task.task_id,

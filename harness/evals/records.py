@@ -123,6 +123,7 @@ class SolveRecord:
     message: str = ""
     run_dir: str = ""
     model: str = ""
+    stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +141,7 @@ class SolveRecord:
             message=str(data.get("message", "")),
             run_dir=str(data.get("run_dir", "")),
             model=str(data.get("model", "")),
+            stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
         )
 
 

@@ -160,8 +160,12 @@ def build_report(
             )
         )
     solve_s = sum(s.duration_s for s in solves.values())
+    solve_stages: dict[str, float] = {}
+    for s in solves.values():  # the pipeline's own split: context, samples, voting, selection
+        for stage, secs in s.stage_s.items():
+            solve_stages[f"solve: {stage}"] = solve_stages.get(f"solve: {stage}", 0.0) + secs
     stages = (
-        {"solve": solve_s, **{s: stage_s.get(s, 0.0) for s in STAGES}}
+        {"solve": solve_s, **solve_stages, **{s: stage_s.get(s, 0.0) for s in STAGES}}
         if solves
         else {s: stage_s.get(s, 0.0) for s in STAGES}
     )

@@ -180,5 +180,6 @@ class Worker:
             message=result.message,
             run_dir=str(result.run_dir),
             model=model,
+            stage_s=dict(result.stage_s),
         )
         return SolveOutcome(record)

@@ -176,8 +176,10 @@ def test_cli_input_errors(tmp_path: Path) -> None:
     res = run("report", str(tmp_path))
     assert res.returncode == 2 and "has no grades.jsonl" in res.stderr
     project = make_project(tmp_path / "p")
-    res = run("run", "--dataset", str(project.dataset), "--out", str(tmp_path / "o"))
-    assert res.returncode == 2 and "no solver is configured" in res.stderr
+    res = run(
+        "run", "--dataset", str(project.dataset), "--out", str(tmp_path / "o"), "-c", "samples=lots"
+    )  # the default solver is the pipeline: its config is checked
+    assert res.returncode == 2 and "must be an integer" in res.stderr
     res = run(
         "run",
         "--dataset",
