@@ -69,6 +69,7 @@ def report_error(exc: HarnessError) -> None:
 def main() -> None:
     # Library progress bars (GGUF de-quantisation, downloads) would tear the live view.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader uses tqdm directly
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register()
