@@ -294,7 +294,7 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
         )
         return str(image.id)
     finally:
-        builder.remove(force=True)
+        _remove_container(builder)
 
 
 def _status(container: Any) -> str:
