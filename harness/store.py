@@ -39,10 +39,15 @@ def read_json(path: Path) -> Any:
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one record as a line and fsync it before returning."""
+    """Append one record as a line and fsync it before returning. A line torn by a killed
+    writer is ended first, so it costs only itself (readers skip it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with open(path, "a") as fh:
+    line = (json.dumps(record, sort_keys=True, default=str, ensure_ascii=False) + "\n").encode()
+    with open(path, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = b"\n" + line
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
@@ -52,7 +57,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Records of a JSONL file; a torn or garbled line (a crash mid-write) is skipped."""
     if not path.exists():
         return
-    with open(path) as fh:
+    with open(path, encoding="utf-8") as fh:
         for line in fh:
             line = line.strip()
             if not line:

@@ -31,12 +31,12 @@ from harness.evals.predictions import BadPrediction, Prediction
 from harness.evals.records import (
     GradeResult,
     SolveRecord,
-    append_jsonl,
     patch_sha,
     read_grades,
     read_solves,
 )
 from harness.evals.worker import GradeJob, Job, JobResult, SolveJob, SolveOutcome
+from harness.store import append_jsonl
 
 PREDICTIONS = "predictions.jsonl"
 SOLVES = "solves.jsonl"

@@ -7,12 +7,12 @@ record it was writing, and a torn last line is skipped when the file is read bac
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from harness.store import read_jsonl
 
 GradeStatus = Literal[
     "resolved",  # every FAIL_TO_PASS and PASS_TO_PASS test passes
@@ -143,37 +143,6 @@ class SolveRecord:
             model=str(data.get("model", "")),
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
         )
-
-
-def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
-    """Append one line and flush it to disk before returning."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
-    with open(path, "ab+") as fh:
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":  # a killed writer left a torn line: end it first
-                line = b"\n" + line
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Every complete JSON object in `path`; a torn or garbled line is skipped."""
-    if not path.exists():
-        return
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(value, dict):
-                yield value
 
 
 def read_grades(path: Path) -> list[GradeResult]:

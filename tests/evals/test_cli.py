@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.evals.batch import GRADES, SOLVES
-from harness.evals.records import read_grades, read_jsonl
+from harness.evals.records import read_grades
+from harness.store import read_jsonl
 from tests.evals.conftest import Project, make_project
 from tests.evals.solvers import CALLS_LOG, DELAY_ENV
 from tests.sandboxes.conftest import skip_unless_available

@@ -9,15 +9,10 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.evals.batch import GRADES, RUN_JSON, SOLVES
-from harness.evals.records import (
-    CandidateRecord,
-    GradeResult,
-    SolveRecord,
-    append_jsonl,
-    read_jsonl,
-)
+from harness.evals.records import CandidateRecord, GradeResult, SolveRecord
 from harness.evals.render import write_report
 from harness.evals.report import load_report, pass_at_k, scaling_curve
+from harness.store import append_jsonl, read_jsonl
 
 
 def test_pass_at_k() -> None:
