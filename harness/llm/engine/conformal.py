@@ -99,7 +99,11 @@ class ConformalCalibrator:
         return accept
 
     def stats(self) -> ConformalStats:
-        return ConformalStats(self.decisions, self.rejections, self.n, self.threshold())
+        """A snapshot; safe to take from another thread while the engine decides (the copy of
+        the sorted window is one atomic list operation)."""
+        window = self._sorted[:]
+        q = conformal_threshold(window, self.alpha)
+        return ConformalStats(self.decisions, self.rejections, len(window), q)
 
 
 def _clean(score: float) -> float:

@@ -117,7 +117,7 @@ class Engine:
         self.stats.forward_s += dt
         self.stats.scheduled_tokens += out.num_tokens
         if self.adapt_prefill_rate:
-            prefill = sum(it.num_tokens for it in out.items if it.num_tokens > 1)
+            prefill = sum(it.num_tokens for it in out.items if it.num_tokens > 1 and not it.spec)
             if prefill >= out.num_tokens // 2:
                 self.scheduler.ttl.observe_prefill(prefill, dt)
         if self.on_forward is not None:

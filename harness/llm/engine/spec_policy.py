@@ -2,8 +2,9 @@
 row appends once the target has looked at its drafts.
 
 `TokenPolicy`: token-level speculation. Each sequence keeps a decayed estimate of its
-per-token acceptance rate `a` (the maximum-likelihood estimate: accepted / tested, where a
-round tests every accepted draft plus the first rejected one) and drafts the `k <= k_max`
+per-token acceptance rate `a` (accepted / tested, where a round tests every accepted draft plus the
+first rejected one: the maximum-likelihood estimate, here with a prior and exponential
+forgetting) and drafts the `k <= k_max`
 that maximises the expected tokens per unit of time,
 
     E[tokens](k) / cost(k) = ((1 - a^(k+1)) / (1 - a)) / (1 + c * k)
@@ -15,7 +16,9 @@ so seeded sampling stays reproducible whatever else is batched.
 
 `StepPolicy`: step-level conformal rejection (ATTS). A sequence alternates between draft
 steps, scored by the target and accepted or rejected by a `ConformalCalibrator`, and steps the
-target writes after a rejection (token-level speculation inside them keeps them exact).
+target writes after a rejection (token-level speculation inside them keeps them exact; while
+other rows draft whole steps, those draft forwards run anyway, so a target-written step
+drafts to its end).
 """
 
 from __future__ import annotations
@@ -28,9 +31,9 @@ from harness.llm.engine.conformal import ConformalCalibrator
 from harness.llm.engine.sequence import SamplingParams, Sequence
 
 PRIOR_ACCEPT = 0.6  # acceptance rate assumed before a sequence (or its program) has data
-PRIOR_WEIGHT = 2.0  # in rounds' worth of tested tokens
-DECAY = 0.9  # per round: the estimate follows the last ~10 rounds
-PROBE_EVERY = 8  # rounds between k = 1 probes when speculation does not pay
+PRIOR_WEIGHT = 4.0  # in tested tokens: one early rejection must not switch drafting off
+DECAY = 0.95  # per round: the estimate follows the last ~20 rounds
+PROBE_EVERY = 4  # rounds between k = 1 probes when speculation does not pay
 MAX_PROGRAMS = 4096
 
 
@@ -86,6 +89,8 @@ class SpecPolicy(Protocol):
     def decide(self, seq: Sequence, row: RowResult) -> tuple[int, ...]: ...
 
     def observe_plain(self, seq: Sequence, token: int) -> None: ...
+
+    def end_step(self, step_drafts: int) -> None: ...
 
     def release(self, seq_id: int) -> None: ...
 
@@ -198,6 +203,9 @@ class TokenPolicy:
     def observe_plain(self, seq: Sequence, token: int) -> None:
         self.counts.target_tokens += 1
 
+    def end_step(self, step_drafts: int) -> None:
+        pass
+
     def release(self, seq_id: int) -> None:
         est = self._seqs.pop(seq_id, None)
         pid = self._program_of.pop(seq_id, None)
@@ -230,6 +238,7 @@ class StepPolicy:
         self.tokens = TokenPolicy(config)  # for the steps the target writes
         self.counts = self.tokens.counts
         self._steps: dict[int, _Step] = {}
+        self._step_drafts = 0  # draft forwards the last step ran for draft-phase rows
 
     def _state(self, seq: Sequence) -> _Step:
         return self._steps.setdefault(seq.seq_id, _Step())
@@ -240,7 +249,12 @@ class StepPolicy:
         if st.phase == "draft":
             return max(0, min(self.config.step_max_tokens, remaining))
         left = self.config.step_max_tokens - st.written
-        return max(0, min(self.tokens.draft_len(seq), left - 1))
+        k = self.tokens.draft_len(seq)
+        if k > 0:
+            # Rows drafting whole steps make the draft run step_max_tokens forwards anyway;
+            # drafting to this step's end then costs only verification (one padded pass).
+            k = max(k, self._step_drafts)
+        return max(0, min(k, left - 1, seq.request.max_tokens - len(seq.generated) - 1))
 
     def scored(self, seq: Sequence, draft: int) -> bool:
         return draft > 0 and self._state(seq).phase == "draft"
@@ -310,6 +324,9 @@ class StepPolicy:
             st.phase, st.written = "draft", 0
         return out
 
+    def end_step(self, step_drafts: int) -> None:
+        self._step_drafts = step_drafts
+
     def observe_plain(self, seq: Sequence, token: int) -> None:
         self.counts.target_tokens += 1
         st = self._state(seq)
@@ -333,6 +350,6 @@ class StepPolicy:
             c.steps_accepted,
             c.steps_rejected,
             c.resamples,
-            threshold=self.calibrator.threshold(),
+            threshold=self.calibrator.stats().threshold,
             alpha=self.calibrator.alpha,
         )

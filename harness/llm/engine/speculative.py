@@ -109,7 +109,7 @@ class SpeculativeRunner:
         kmax = max(ks, default=0)
         prop = _Proposal(torch.zeros(len(spec), kmax, dtype=torch.long, device=dev), {})
         mirror = not self.shared  # a separate draft computes every position the target does
-        if kmax == 0 and not (mirror and out_has_work(spec, decodes, prefills)):
+        if kmax == 0 and not mirror:
             return prop
         params = [self.policy.draft_params(it.seq) for it in spec]
         keep_q = [
@@ -204,11 +204,13 @@ class SpeculativeRunner:
     def _spec_results(
         self, spec: list[ScheduledSeq], logits: torch.Tensor, prop: _Proposal
     ) -> dict[int, int | Accepted]:
+        scored = [self.policy.scored(it.seq, it.draft) for it in spec]
+        step_drafts = [it.draft for it, s in zip(spec, scored, strict=True) if s]
+        self.policy.end_step(max(step_drafts, default=0))
         if not spec:
             return {}
         logits = logits.float()
         argmax = logits.argmax(-1)
-        scored = [self.policy.scored(it.seq, it.draft) for it in spec]
         offsets: list[int] = []
         at = 0
         for it in spec:
@@ -273,10 +275,6 @@ class SpeculativeRunner:
         if self.shared:
             return base + c
         return base + min(c, max(it.draft - 1, 0))
-
-
-def out_has_work(*groups: Seq[ScheduledSeq]) -> bool:
-    return any(groups)
 
 
 def speculative_runner(

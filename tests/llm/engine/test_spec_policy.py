@@ -7,6 +7,8 @@ import pytest
 from harness.llm.engine.config import SpecConfig
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, Sequence
 from harness.llm.engine.spec_policy import (
+    DECAY,
+    PROBE_EVERY,
     Acceptance,
     RowResult,
     StepPolicy,
@@ -35,7 +37,7 @@ def test_acceptance_is_the_truncated_geometric_estimate() -> None:
     est = Acceptance(accepted=0.0, tested=0.0)
     est.observe(4, 4)  # 4 tested, 4 accepted (no rejection seen)
     est.observe(4, 1)  # 2 tested: one accepted, one rejected
-    assert est.rate == pytest.approx((0.9 * 4 + 1) / (0.9 * 4 + 2))
+    assert est.rate == pytest.approx((DECAY * 4 + 1) / (DECAY * 4 + 2))
     est.observe(0, 0)
     assert est.idle_rounds == 1
 
@@ -48,13 +50,13 @@ def test_k_follows_each_sequences_own_acceptance() -> None:
         policy.decide(bad, RowResult((7,) * 4, accepted=0, next_token=8))
     assert policy.draft_len(good) == 6
     assert policy.draft_len(bad) == 0
-    for _ in range(8):  # rounds without drafts: then a probe with k = 1
+    for _ in range(PROBE_EVERY):  # rounds without drafts: then a probe with k = 1
         policy.decide(bad, RowResult((), accepted=0, next_token=8))
     assert policy.draft_len(bad) == 1
     assert policy.draft_len(_seq(2, generated=97)) == 2  # one short of max_tokens
     stats = policy.stats()
     assert stats.drafted == 240 and stats.accepted == 120 and stats.draft_tokens == 120
-    assert stats.target_tokens == 68 and stats.acceptance_rate == 0.5
+    assert stats.target_tokens == 60 + PROBE_EVERY and stats.acceptance_rate == 0.5
 
 
 def test_a_programs_estimate_carries_to_its_next_turn() -> None:
@@ -75,9 +77,9 @@ def test_fixed_k_when_not_adaptive() -> None:
     assert policy.draft_len(seq) == 3
 
 
-def _steps(**kw: object) -> StepPolicy:
+def _steps(k: int = 4, **kw: object) -> StepPolicy:
     cfg = SpecConfig(
-        k=4,
+        k=k,
         adaptive=False,
         conformal_alpha=0.5,
         step_max_tokens=6,
@@ -152,3 +154,16 @@ def test_no_room_to_draft_is_a_plain_target_token() -> None:
     assert not policy.scored(seq, 0)
     assert policy.decide(seq, RowResult((), next_token=3)) == (3,)
     assert policy.stats().steps_scored == 0
+
+
+def test_a_target_step_drafts_to_its_end_while_other_rows_draft_steps() -> None:
+    policy = _steps(k=2)
+    seq = _seq()
+    for s in (1.0, 2.0, 3.0):
+        policy.calibrator.add(s)
+    policy.decide(seq, _scored((4, 4), 50.0, first=11))  # rejected: the target's step
+    assert policy.draft_len(seq) == 2  # k alone
+    policy.end_step(6)  # another row drafted a 6-token step: those forwards run anyway
+    assert policy.draft_len(seq) == 4  # the 5 tokens this step has left - 1
+    policy.end_step(0)  # no row drafts steps: back to k
+    assert policy.draft_len(seq) == 2

@@ -172,11 +172,12 @@ def test_llama_self_draft() -> None:
 
 def test_adaptive_k_grows_with_agreement_and_shrinks_without() -> None:
     good = _engine(near_model(0.3), "copy", k=6, block_size=4, num_blocks=64)
-    _run(good, _prompts(9, [6, 9]), 30)
+    _run(good, _prompts(9, [6, 9]), 60)
     bad = _engine(near_model(1.0), "noisy", k=6, block_size=4, num_blocks=64)
-    bad_outs = _run(bad, _prompts(9, [6, 9]), 30)
+    bad_outs = _run(bad, _prompts(9, [6, 9]), 60)
     g, b = _spec(good).stats(), _spec(bad).stats()
-    # From the prior (k = 3 at an assumed 60% acceptance) to the cap of 6, and down to 0-1.
-    assert g.drafted / g.rounds > 4.5 and g.acceptance_rate == 1.0
+    # From the prior (k = 3 at an assumed 60% acceptance) up to the cap of 6, or down to 0
+    # with a k = 1 probe every few rounds.
+    assert g.drafted / g.rounds > 5.0 and g.acceptance_rate == 1.0
     assert b.drafted / b.rounds < 1.5 and b.acceptance_rate < 0.3
-    assert sum(len(o.token_ids) for o in bad_outs) == 60
+    assert sum(len(o.token_ids) for o in bad_outs) == 120
