@@ -11,8 +11,11 @@ that maximises the expected tokens per unit of time,
 
 (Leviathan et al.; `c` = draft / target time per token). When no `k >= 1` beats plain
 decoding, the sequence decodes alone and probes with `k = 1` every few rounds. A program's
-estimate carries over to its next turn. Each sequence's `k` depends on its own history only,
-so seeded sampling stays reproducible whatever else is batched.
+estimate carries over to its next turn. A batched step runs as many draft forwards as its
+longest row and pads verification to it, so a greedy row that drafts at all drafts as far as
+the largest k of the step before (free tokens; greedy output does not depend on k). Sampled
+rows keep their own k: it depends on their own history only, so seeded sampling stays
+reproducible whatever else is batched.
 
 `StepPolicy`: step-level conformal rejection (ATTS). A sequence alternates between draft
 steps, scored by the target and accepted or rejected by a `ConformalCalibrator`, and steps the
@@ -157,6 +160,8 @@ class TokenPolicy:
         self._seqs: dict[int, Acceptance] = {}
         self._program_of: dict[int, str] = {}
         self._programs: dict[str, Acceptance] = {}
+        self._step_max = 0  # largest own k asked for in this step
+        self._shared = 0  # ... and in the step before: the draft forwards that will run
 
     def acceptance(self, seq: Sequence) -> Acceptance:
         est = self._seqs.get(seq.seq_id)
@@ -178,6 +183,9 @@ class TokenPolicy:
             k = best_k(est.rate, cfg.cost_ratio, cfg.k)
             if k == 0 and est.idle_rounds >= PROBE_EVERY:
                 k = 1
+            self._step_max = max(self._step_max, k)
+            if k > 0 and seq.request.sampling.greedy:
+                k = max(k, self._shared)
         # One token short of max_tokens: the round's own target token completes it.
         remaining = seq.request.max_tokens - len(seq.generated)
         return max(0, min(k, remaining - 1))
@@ -204,7 +212,7 @@ class TokenPolicy:
         self.counts.target_tokens += 1
 
     def end_step(self, step_drafts: int) -> None:
-        pass
+        self._shared, self._step_max = max(self._step_max, step_drafts), 0
 
     def release(self, seq_id: int) -> None:
         est = self._seqs.pop(seq_id, None)
@@ -326,6 +334,7 @@ class StepPolicy:
 
     def end_step(self, step_drafts: int) -> None:
         self._step_drafts = step_drafts
+        self.tokens.end_step(0)
 
     def observe_plain(self, seq: Sequence, token: int) -> None:
         self.counts.target_tokens += 1
