@@ -394,6 +394,7 @@ class Orchestrator:
             cost_usd=cost,
             duration_s=duration,
             message=message,
+            stage_s=dict(timings.stages),
         )
         summary: dict[str, Any] = {
             "task_id": task.task_id,
@@ -415,6 +416,7 @@ class Orchestrator:
                     "editing_turns": s.editing.turns if s.editing else 0,
                     "editing_reason": s.editing.reason if s.editing else None,
                     "seconds": round(s.finished - s.started, 3),
+                    "testing_seconds": round(max(s.test_ready - s.started, 0.0), 3),
                 }
                 for s in samples
             ],

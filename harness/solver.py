@@ -114,3 +114,12 @@ class PipelineSolver:
         if self._context_llm is not None:
             await self._context_llm.aclose()
         self._llm = self._context_llm = None
+
+
+def make_pipeline_solver(
+    config: SolveConfig, cache_dir: Path, models_dir: Path, api_key: str | None = None
+) -> PipelineSolver:
+    """A module-level factory (picklable through functools.partial, as Ray needs)."""
+    return PipelineSolver(
+        config, cache_dir=cache_dir, store=ModelStore(models_dir), api_key=api_key
+    )

@@ -100,6 +100,7 @@ class SolveResult:
     cost_usd: float = 0.0
     duration_s: float = 0.0
     message: str = ""  # why there is no patch, or what went wrong
+    stage_s: dict[str, float] = field(default_factory=dict, hash=False)  # context, samples, ...
 
     @property
     def report_path(self) -> Path:

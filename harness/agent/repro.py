@@ -111,6 +111,16 @@ class ReproRunner:
                     return None
                 return [await self.run_in(box, t, timeout, limited=False) for t in tests]
 
+    async def patched(self, patch: str) -> Sandbox | None:
+        """A fresh sandbox with `patch` applied (the caller closes it); None if it won't apply."""
+        async with self.limit:
+            box = await self.pristine.fork()
+            applied = await box.apply_patch(patch)
+        if not applied.applied:
+            await box.close()
+            return None
+        return box
+
     async def _fresh(self, test: TestScript, patch: str | None, timeout: float | None) -> TestRun:
         async with self.limit:
             box = await self.pristine.fork()

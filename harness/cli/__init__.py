@@ -50,12 +50,14 @@ def _register() -> None:
         return
     _registered = True
     from harness.cli import bot, model, sandbox, serve, solve
+    from harness.cli import eval as eval_cli
 
     app.command("solve")(solve.solve)
     app.add_typer(sandbox.app, name="sandbox")
     app.add_typer(bot.app, name="bot")
     app.add_typer(model.app)
     app.command("serve")(serve.serve)
+    app.add_typer(eval_cli.app, name="eval")
 
 
 def report_error(exc: HarnessError) -> None:
@@ -67,6 +69,7 @@ def report_error(exc: HarnessError) -> None:
 def main() -> None:
     # Library progress bars (GGUF de-quantisation, downloads) would tear the live view.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the GGUF loader uses tqdm directly
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     _register()

@@ -167,12 +167,12 @@ def _fail(redact: Redactor, exc: HarnessError) -> NoReturn:
 
 def _pipeline(config_file: Path | None, env: Mapping[str, str]) -> Callable[[SolveOptions], Solver]:
     """A factory of `harness solve` pipelines: the config file, then what the trigger asked."""
+    from harness.cli.model import store_from_env
     from harness.config import load_config
-    from harness.llm.model_store import ModelStore, default_cache_dir
     from harness.solver import PipelineSolver
 
     base = load_config(config_file)
-    store = ModelStore(default_cache_dir(env, Path.home()))
+    store = store_from_env()
     api_key = env.get("OPENAI_API_KEY")
 
     def make(options: SolveOptions) -> Solver:

@@ -60,11 +60,9 @@ def speculation_overrides(
 
 def cache_dir() -> Path:
     """`$HARNESS_CACHE_DIR`, else `$XDG_CACHE_HOME/harness`, else `~/.cache/harness`."""
-    explicit = os.environ.get("HARNESS_CACHE_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "harness"
+    from harness.llm.model_store import default_cache_dir
+
+    return default_cache_dir(os.environ, Path.home())
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.llm.model_store import DEFAULT_MODEL, ModelStore, default_cache_dir
+from harness.cli.common import cache_dir
+from harness.llm.model_store import DEFAULT_MODEL, ModelStore
 
 app = typer.Typer(
     name="model", help="List and fetch models of the model store.", no_args_is_help=True
@@ -20,7 +20,7 @@ app = typer.Typer(
 
 def store_from_env(index_url: str | None = None) -> ModelStore:
     """The store under $HARNESS_CACHE_DIR, $XDG_CACHE_HOME/harness or ~/.cache/harness."""
-    return ModelStore(default_cache_dir(os.environ, Path.home()) / "models", index_url=index_url)
+    return ModelStore(cache_dir() / "models", index_url=index_url)
 
 
 @app.command("list")

@@ -67,6 +67,19 @@ def solve(
     draft_model: str | None = draft_model_option(),
     speculate: int | None = speculate_option(),
     conformal_alpha: float | None = conformal_alpha_option(),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help="Solve the instance ISSUE of this SWE-bench-style data set "
+        "(hub id or local .json/.jsonl/.parquet); the repo and image come from it.",
+    ),
+    split: str = typer.Option("test", help="Split of a hub data set (with --dataset)."),
+    git_mirror: str | None = typer.Option(
+        None, "--git-mirror", help="With --dataset: local mirrors, e.g. /srv/git/{owner}+{name}."
+    ),
+    specs: list[Path] = typer.Option(
+        [], "--specs", help="With --dataset: env specs {repo: {version: spec}} (JSON/YAML)."
+    ),
 ) -> None:
     """Solve ISSUE in --repo: sample trajectories, vote, select; write patch.diff and report.md.
 
@@ -95,7 +108,10 @@ def solve(
             raise ConfigError("give the issue text (a file or -), or --resume RUN_DIR")
         config = load_config(config_file, [*overrides, *extra])
         stdin_text = sys.stdin.read() if issue == "-" else None
-        task, note = run(_task(issue, repo, commit, stdin_text, task_id, config))
+        if dataset is not None:
+            task, note = run(_instance_task(dataset, issue, split, git_mirror, specs))
+        else:
+            task, note = run(_task(issue, repo, commit, stdin_text, task_id, config))
         if note:
             err.print(f"[dim]{note}[/]")
         run_dir = out or Path("runs") / f"{task.task_id}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -147,6 +163,32 @@ async def _task(
     )
 
 
+async def _instance_task(
+    dataset: str, instance_id: str, split: str, git_mirror: str | None, specs: list[Path]
+) -> tuple[Task, str]:
+    """A SWE-bench instance: its problem statement, repo at base_commit, environment image."""
+    from harness.evals.envimages import EnvOptions
+    from harness.evals.specs import SpecRegistry
+    from harness.evals.tasks import load_instance_task
+
+    registry = SpecRegistry()
+    for path in specs:
+        registry.load_file(path)
+    ca_env = os.environ.get("HARNESS_CA_BUNDLE")
+    host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    ca = Path(ca_env) if ca_env else (host_ca if host_ca.is_file() else None)
+    task, _ = await load_instance_task(
+        dataset,
+        instance_id,
+        cache_dir=cache_dir(),
+        split=split,
+        git_mirror=git_mirror or os.environ.get("HARNESS_GIT_MIRROR"),
+        env_options=EnvOptions(ca_bundle=ca),
+        specs=registry,
+    )
+    return task, f"{instance_id} from {dataset} (image {task.image})"
+
+
 async def _github_task(issue: str, repo: str | None, commit: str | None) -> tuple[Task, str]:
     """`owner/repo#123` or an issue URL: the issue's text, and --repo or a cached clone."""
     from harness.bot import GitHubClient, parse_issue_ref, task_from_issue
@@ -175,7 +217,7 @@ async def _github_task(issue: str, repo: str | None, commit: str | None) -> tupl
 async def _solve(
     task: Task, config: SolveConfig, run_dir: Path, candidate_files: list[Path], quiet: bool
 ) -> SolveResult:
-    from harness.llm.model_store import ModelStore, default_cache_dir
+    from harness.cli.model import store_from_env
     from harness.selectors.ensemble import load_candidates
     from harness.solver import PipelineSolver
 
@@ -183,7 +225,7 @@ async def _solve(
     solver = PipelineSolver(
         config,
         cache_dir=cache_dir(),
-        store=ModelStore(default_cache_dir(os.environ, Path.home())),
+        store=store_from_env(),
         api_key=os.environ.get("OPENAI_API_KEY"),
         extra_candidates=extra,
     )

@@ -294,7 +294,7 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
         )
         return str(image.id)
     finally:
-        builder.remove(force=True)
+        _remove_container(builder)
 
 
 def _status(container: Any) -> str:
@@ -361,20 +361,24 @@ def owner_alive(owner: str) -> bool:
     return True
 
 
-def prune(client: Any, *, everything: bool = False, images: bool = False) -> list[str]:
+def prune(
+    client: Any, *, everything: bool = False, images: bool = False, label: str | None = None
+) -> list[str]:
     """Remove leftover sandbox containers (and fork images) whose owner process is gone.
 
     `everything` removes them even when their owner still runs; `images` also removes the
     cached snapshot images (they are rebuilt on demand). The base image is never touched.
+    `label` ("key=value") narrows it to sandboxes that also carry that label.
     Returns what was removed, as "container NAME" / "image ID" lines.
     """
     removed: list[str] = []
-    for container in client.containers.list(all=True, filters={"label": LABEL}):
+    labels = [LABEL, label] if label else [LABEL]
+    for container in client.containers.list(all=True, filters={"label": labels}):
         owner = container.labels.get(LABEL_OWNER, "")
         if everything or not owner_alive(owner):
             _remove_container(container)
             removed.append(f"container {container.name}")
-    for image in client.images.list(filters={"label": LABEL}):
+    for image in client.images.list(filters={"label": labels}):
         kind = image.labels.get(LABEL_IMAGE, "")
         owner = image.labels.get(LABEL_OWNER, "")
         stale_fork = kind == "fork" and (everything or not owner_alive(owner))

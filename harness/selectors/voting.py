@@ -17,6 +17,8 @@ from typing import Any
 
 from harness.agent.context import _TEST_PATH
 from harness.agent.repro import ReproRunner, TestRun
+from harness.errors import SandboxError
+from harness.sandboxes import Sandbox
 from harness.store import append_jsonl, read_jsonl
 from harness.types import Candidate, TestScript
 
@@ -137,14 +139,20 @@ class Matrix:
 
 
 class Voting:
-    """Fills a Matrix as tests and candidates arrive; `wait()` returns when all cells are in."""
+    """Fills a Matrix as tests and candidates arrive; `wait()` returns when all cells are in.
+
+    Each distinct patch gets one sandbox (forked and patched once) and a worker that runs the
+    tests queued for it, one after another, as they arrive: a new cell costs one test run,
+    not a fork and a patch application.
+    """
 
     def __init__(self, runner: ReproRunner, log_path: Path) -> None:
         self.runner = runner
         self.log_path = log_path
         self.matrix = Matrix()
         self._scheduled: set[tuple[str, str]] = set()
-        self._jobs: list[asyncio.Task[None]] = []
+        self._queues: dict[str, asyncio.Queue[str | None]] = {}
+        self._workers: list[asyncio.Task[None]] = []
         for record in read_jsonl(log_path):  # results of a previous (interrupted) run
             if record.get("kind") == "cell":
                 run = TestRun.from_json(record["run"]) if record.get("run") else None
@@ -179,26 +187,48 @@ class Voting:
         if not todo:
             return
         self._scheduled.update((key, t) for t in todo)
-        self._jobs.append(asyncio.create_task(self._run(key, todo)))
+        if key not in self._queues:
+            self._queues[key] = asyncio.Queue()
+            self._workers.append(asyncio.create_task(self._worker(key, self._queues[key])))
+        for test_id in todo:
+            self._queues[key].put_nowait(test_id)
 
-    async def _run(self, key: str, test_ids: list[str]) -> None:
-        patch = self.matrix.representative(key).patch
-        runs = await self.runner.on_patch(patch, [self.matrix.tests[t] for t in test_ids])
-        for i, test_id in enumerate(test_ids):
-            run = runs[i] if runs is not None else None
-            self.matrix.cells[(key, test_id)] = run
-            append_jsonl(
-                self.log_path,
-                {
-                    "kind": "cell",
-                    "patch": key,
-                    "test": test_id,
-                    "run": run.to_json() if run is not None else None,
-                },
-            )
+    async def _worker(self, key: str, queue: asyncio.Queue[str | None]) -> None:
+        box: Sandbox | None = None
+        applies = True
+        try:
+            while (test_id := await queue.get()) is not None:
+                if box is None and applies:
+                    box = await self.runner.patched(self.matrix.representative(key).patch)
+                    applies = box is not None
+                run = None
+                if box is not None:
+                    try:
+                        run = await self.runner.run_in(box, self.matrix.tests[test_id])
+                    except SandboxError as exc:  # the sandbox broke: a failed cell, not a crash
+                        run = TestRun(1, f"harness: the sandbox failed: {exc}")
+                self._record(key, test_id, run)
+        finally:
+            if box is not None:
+                await box.close()
+
+    def _record(self, key: str, test_id: str, run: TestRun | None) -> None:
+        self.matrix.cells[(key, test_id)] = run
+        append_jsonl(
+            self.log_path,
+            {
+                "kind": "cell",
+                "patch": key,
+                "test": test_id,
+                "run": run.to_json() if run is not None else None,
+            },
+        )
 
     async def wait(self) -> Matrix:
-        while self._jobs:
-            jobs, self._jobs = self._jobs, []
-            await asyncio.gather(*jobs)
+        """Finish the queued cells (no more tests or candidates may arrive) and close up."""
+        for queue in self._queues.values():
+            queue.put_nowait(None)
+        await asyncio.gather(*self._workers)
+        self._workers.clear()
+        self._queues.clear()
         return self.matrix

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -159,25 +160,28 @@ def test_prune_removes_only_orphans() -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     host = os.uname().nodename
+    # A label of this test's own, so that --all below touches no one else's sandboxes.
+    mine = f"harness.test={uuid.uuid4().hex}"
+    key, value = mine.split("=")
     orphan = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}"},
+        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}", key: value},
     )
     alive = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{os.getpid()}"},
+        labels={LABEL: "1", LABEL_OWNER: f"{host}:{os.getpid()}", key: value},
     )
     try:
-        removed = prune(client)
+        removed = prune(client, label=mine)
         assert f"container {orphan.name}" in removed
         assert f"container {alive.name}" not in removed
         alive.reload()
         assert alive.status == "running"
-        assert f"container {alive.name}" in prune(client, everything=True)
+        assert prune(client, everything=True, label=mine) == [f"container {alive.name}"]
     finally:
         for c in (orphan, alive):
             with contextlib.suppress(docker.errors.NotFound):

@@ -1,0 +1,144 @@
+"""The Dockerfiles of the three image layers (pure functions, tested without Docker).
+
+suite     Debian base of a suite + the apt packages swebench's base image has
+env       + venv, the spec's packages, the repo installed at its environment setup commit
+          (per repo and version; shared by its instances)
+instance  + pre_install and install again at the instance's base commit (its dependencies
+          and entry points, as swebench's instance images do)
+
+The env and instance layers end the same way: what the install steps changed in tracked
+files is saved as a diff, then the tracked files and .git are removed, so the checkout the
+docker backend lays over /testbed replaces them while build outputs stay.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from harness.evals.specs import EnvSpec
+from harness.sandboxes.docker import LABEL, LABEL_IMAGE, SANDBOX_USER
+from harness.sandboxes.images import LABEL_KEY
+
+LABEL_ENV_KEY = "harness.env.key"
+# What swebench's base image installs besides Python and conda (swebench 4.x,
+# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales.
+SWEBENCH_APT = (
+    "build-essential",
+    "libffi-dev",
+    "libtiff-dev",
+    "locales",
+    "locales-all",
+    "tzdata",
+    "curl",
+    "wget",
+    "jq",
+)
+VENV = "/opt/venv"
+USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
+SETUP_DIFF = "/opt/harness/setup.diff"
+# What a fresh conda env (swebench's) carries besides Python, at versions of its time;
+# specs that need other pins install them afterwards.
+BOOTSTRAP = ("'pip>=23,<24.1'", "'setuptools>=65,<70'", "wheel")
+# First and constant (layers stay shared between images): intermediate images of a build
+# must not pass for the base image they start from, whose labels they would inherit.
+NEUTRAL_LABEL = f"LABEL {LABEL}=1 {LABEL_IMAGE}=env-layer {LABEL_KEY}=''"
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-.") or "x"
+
+
+def scm_version(describe: str) -> str:
+    """What setuptools_scm would call a commit, from `git describe --tags --long`
+    ("5.4.0-626-gabc" -> "5.4.1.dev626+gabc", "8.0.0.dev0-160-gabc" -> "8.0.0.dev160+gabc",
+    "8.0.0rc1-3-gabc" -> "8.0.0rc2.dev3+gabc"); "" when the tag is not a version."""
+    m = re.fullmatch(
+        r"v?(\d+(?:\.\d+)*)(?:(a|b|rc|\.dev)(\d+))?-(\d+)-g([0-9a-f]+)", describe.strip()
+    )
+    if not m:
+        return ""
+    release, pre, pre_n, distance, sha = m.groups()
+    if int(distance) == 0:
+        return f"{release}{pre or ''}{pre_n or ''}"
+    if pre == ".dev":
+        return f"{release}.dev{distance}+g{sha}"
+    if pre:
+        return f"{release}{pre}{int(pre_n) + 1}.dev{distance}+g{sha}"
+    parts = release.split(".")
+    parts[-1] = str(int(parts[-1]) + 1)
+    return f"{'.'.join(parts)}.dev{distance}+g{sha}"
+
+
+def suite_dockerfile(base: str, apt_packages: tuple[str, ...], key: str) -> str:
+    lines = [
+        f"FROM {base}",
+        NEUTRAL_LABEL,
+        "ENV DEBIAN_FRONTEND=noninteractive",
+        "USER root",
+        "RUN apt-get update && apt-get install -y --no-install-recommends "
+        f"{' '.join(apt_packages)} && rm -rf /var/lib/apt/lists/*",
+        f"LABEL {LABEL_IMAGE}=suite {LABEL_ENV_KEY}={key}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _install(spec: EnvSpec, version: str) -> list[str]:
+    """The repo's own steps, on the checkout copied into /testbed."""
+    lines = [f"COPY --chown={USER} testbed/ /testbed/", "WORKDIR /testbed"]
+    if version:  # repositories versioned by setuptools_scm need it without full history
+        lines.append(f"ENV SETUPTOOLS_SCM_PRETEND_VERSION={version}")
+    if spec.pre_install:  # apt-get and friends: as root, like swebench
+        lines += ["USER root", *(f"RUN {cmd}" for cmd in spec.pre_install), f"USER {USER}"]
+    if spec.install:
+        lines.append(f"RUN {spec.install}")
+    return lines
+
+
+def _finish(kind: str, key: str) -> list[str]:
+    # git runs as the owner of /testbed: bullseye's git 2.30 ignores `-c safe.directory`.
+    return [
+        f"USER {USER}",
+        f"RUN git diff --binary > {SETUP_DIFF}"
+        " && (git ls-files -z | xargs -0 rm -f || true) && rm -rf .git",
+        "USER root",
+        f"RUN find /testbed /opt/harness {VENV} ! -user 1000 -exec chown -h {USER} {{}} +",
+        f"LABEL {LABEL_IMAGE}={kind} {LABEL_ENV_KEY}={key}",
+    ]
+
+
+def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, version: str) -> str:
+    lines = [
+        f"FROM {base}",
+        NEUTRAL_LABEL,
+        'SHELL ["/bin/bash", "-c"]',
+        "USER root",
+        "ENV DEBIAN_FRONTEND=noninteractive",
+        # pip runs as the sandbox user, so the venv is its own (grading re-runs the install
+        # step as that user) without a chown that would copy every file into a new layer.
+        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && python3 -m venv {VENV}"
+        f" && {VENV}/bin/python -m pip install --no-cache-dir {' '.join(BOOTSTRAP)}"
+        f" && chown -R {USER} /testbed /opt/harness {VENV}",
+        f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_DISABLE_PIP_VERSION_CHECK=1"
+        " PIP_NO_CACHE_DIR=1",
+        f"USER {USER}",
+    ]
+    if has_reqs:
+        lines += [
+            f"COPY --chown={USER} harness-requirements.txt /opt/harness/requirements.txt",
+            "RUN python -m pip install -r /opt/harness/requirements.txt",
+        ]
+    if spec.pip_packages:
+        pkgs = " ".join(shlex.quote(p) for p in spec.pip_packages)
+        lines.append(f"RUN python -m pip install {pkgs}")
+    lines += _install(spec, version)
+    # Root-only steps of the eval commands (Django's locale-gen) happen here once; grading
+    # runs them again as the sandbox user, where only the exports take effect.
+    lines += ["USER root", *(f"RUN ({cmd}) || true" for cmd in spec.eval_commands)]
+    return "\n".join(lines + _finish("env", key)) + "\n"
+
+
+def instance_dockerfile(env: str, spec: EnvSpec, *, key: str, version: str) -> str:
+    lines = [f"FROM {env}", NEUTRAL_LABEL, 'SHELL ["/bin/bash", "-c"]', f"USER {USER}"]
+    lines += _install(spec, version)
+    return "\n".join(lines + _finish("instance", key)) + "\n"

@@ -1,0 +1,184 @@
+"""What a batch writes, one JSON line per record: grades, solves, predictions.
+
+Appending a line and flushing it is the unit of progress: a killed run loses at most the
+record it was writing, and a torn last line is skipped when the file is read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+GradeStatus = Literal[
+    "resolved",  # every FAIL_TO_PASS and PASS_TO_PASS test passes
+    "unresolved",  # the tests ran; some required test failed or did not run
+    "empty_patch",  # nothing to grade
+    "patch_failed",  # the patch does not apply to the base commit
+    "test_patch_failed",  # the data set's test patch does not apply (a data-set problem)
+    "timeout",  # the test command ran past the time limit
+    "env_build_failed",  # the environment image could not be built or pulled
+    "repo_failed",  # the repository could not be cloned (or the mirror is missing)
+    "no_spec",  # no install spec for this (repo, version)
+    "unknown_instance",  # the id is not in the data set
+    "malformed_prediction",  # a predictions line that does not parse
+    "error",  # anything else (sandbox failure, ...); `message` says what
+]
+GRADE_STATUSES: tuple[str, ...] = GradeStatus.__args__  # type: ignore[attr-defined]
+SolveRecordStatus = Literal["patched", "no_patch", "error", "skipped"]
+
+
+def patch_sha(patch: str) -> str:
+    """A short content hash, so identical candidate patches are graded once."""
+    return hashlib.sha256(patch.strip().encode()).hexdigest()[:16] if patch.strip() else ""
+
+
+@dataclass(frozen=True)
+class TestOutcome:
+    """Which of a test list passed and which failed (or did not run)."""
+
+    success: tuple[str, ...] = ()
+    failure: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> TestOutcome:
+        data = data or {}
+        return cls(tuple(data.get("success", ())), tuple(data.get("failure", ())))
+
+
+@dataclass(frozen=True)
+class GradeResult:
+    """The grade of one patch for one instance."""
+
+    instance_id: str
+    status: GradeStatus
+    candidate_id: str = "final"  # "final" = the prediction / the solver's pick
+    model: str = ""  # model_name_or_path of the predictions
+    patch_sha: str = ""
+    fail_to_pass: TestOutcome = field(default_factory=TestOutcome)
+    pass_to_pass: TestOutcome = field(default_factory=TestOutcome)
+    message: str = ""
+    log_path: str = ""  # relative to the output directory
+    image: str = ""
+    python_requested: str = ""
+    python_used: str = ""
+    timings: Mapping[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    @property
+    def resolved(self) -> bool:
+        return self.status == "resolved"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["resolved"] = self.resolved
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GradeResult:
+        return cls(
+            instance_id=str(data["instance_id"]),
+            status=data["status"],
+            candidate_id=str(data.get("candidate_id", "final")),
+            model=str(data.get("model", "")),
+            patch_sha=str(data.get("patch_sha", "")),
+            fail_to_pass=TestOutcome.from_json(data.get("fail_to_pass")),
+            pass_to_pass=TestOutcome.from_json(data.get("pass_to_pass")),
+            message=str(data.get("message", "")),
+            log_path=str(data.get("log_path", "")),
+            image=str(data.get("image", "")),
+            python_requested=str(data.get("python_requested", "")),
+            python_used=str(data.get("python_used", "")),
+            timings={k: float(v) for k, v in (data.get("timings") or {}).items()},
+        )
+
+    def relabel(self, candidate_id: str) -> GradeResult:
+        """The same grade under another candidate id (identical patches share a grade)."""
+        return GradeResult(**{**self.__dict__, "candidate_id": candidate_id})
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    candidate_id: str
+    patch: str
+    votes: int = 0
+    selected: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class SolveRecord:
+    """What the solver produced for one instance (a SolveResult, flattened for JSON)."""
+
+    instance_id: str
+    status: SolveRecordStatus
+    patch: str = ""
+    candidates: tuple[CandidateRecord, ...] = ()
+    tokens: int = 0
+    cost_usd: float = 0.0
+    duration_s: float = 0.0
+    message: str = ""
+    run_dir: str = ""
+    model: str = ""
+    stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SolveRecord:
+        return cls(
+            instance_id=str(data["instance_id"]),
+            status=data["status"],
+            patch=str(data.get("patch", "")),
+            candidates=tuple(CandidateRecord(**c) for c in data.get("candidates", ())),
+            tokens=int(data.get("tokens", 0)),
+            cost_usd=float(data.get("cost_usd", 0.0)),
+            duration_s=float(data.get("duration_s", 0.0)),
+            message=str(data.get("message", "")),
+            run_dir=str(data.get("run_dir", "")),
+            model=str(data.get("model", "")),
+            stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
+        )
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one line and flush it to disk before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    with open(path, "ab+") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":  # a killed writer left a torn line: end it first
+                line = b"\n" + line
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete JSON object in `path`; a torn or garbled line is skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                yield value
+
+
+def read_grades(path: Path) -> list[GradeResult]:
+    return [GradeResult.from_json(d) for d in read_jsonl(path) if "status" in d]
+
+
+def read_solves(path: Path) -> list[SolveRecord]:
+    return [SolveRecord.from_json(d) for d in read_jsonl(path) if "status" in d]

@@ -1,0 +1,86 @@
+"""Report numbers (coverage, selection accuracy, scaling) and the rendered files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.evals.batch import GRADES, RUN_JSON, SOLVES
+from harness.evals.records import (
+    CandidateRecord,
+    GradeResult,
+    SolveRecord,
+    append_jsonl,
+    read_jsonl,
+)
+from harness.evals.render import write_report
+from harness.evals.report import load_report, pass_at_k, scaling_curve
+
+
+def test_pass_at_k() -> None:
+    assert pass_at_k(10, 0, 5) == 0.0
+    assert pass_at_k(10, 10, 1) == 1.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)
+    assert pass_at_k(4, 2, 3) == 1.0  # any 3 of 4 include one of the 2 good ones
+
+
+def test_scaling_curve() -> None:
+    # instance a: the good sample is second with the most votes; b: none good
+    curve = scaling_curve([[(False, 1), (True, 5)], [(False, 0), (False, 0)]])
+    assert [(p.samples, p.coverage, p.voted) for p in curve] == [(1, 0.25, 0.0), (2, 0.5, 0.5)]
+
+
+def write_run(run: Path) -> None:
+    run.mkdir()
+    (run / RUN_JSON).write_text(json.dumps({"dataset": "d.jsonl", "instances": ["a", "b", "c"]}))
+    cands = (CandidateRecord("s0", "p0", votes=1), CandidateRecord("s1", "p1", votes=4))
+    for ident, final_ok, s1_ok in (("a", True, True), ("b", False, True)):
+        solve = SolveRecord(ident, "patched", "p1", cands, tokens=100, cost_usd=0.5, duration_s=60)
+        append_jsonl(run / SOLVES, solve.to_json())
+        for cand, ok in (("final", final_ok), ("s0", False), ("s1", s1_ok)):
+            status = "resolved" if ok else "unresolved"
+            timings = {"tests": 10.0, "checkout": 1.0}
+            append_jsonl(run / GRADES, GradeResult(ident, status, cand, timings=timings).to_json())
+    # c: never solved (the run was cut short): it counts, as not graded
+
+
+def test_report_from_records_and_rendered_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_run(run)
+    report = load_report(run)
+    assert (report.total, report.resolved, report.covered) == (3, 1, 2)
+    assert report.selection_accuracy == 0.5
+    assert report.statuses == {"resolved": 1, "unresolved": 1, "not graded": 1}
+    assert report.tokens == 200 and report.cost_usd == 1.0
+    assert report.stage_s["solve"] == 120 and report.stage_s["tests"] == 60
+    assert [p.coverage for p in report.scaling] == pytest.approx([1 / 3, 2 / 3])
+    paths = write_report(report, run)
+    md = paths["markdown"].read_text()
+    assert (
+        "**resolved: 1 (33.3%)**" in md and "selection accuracy (resolved / covered): 50.0%" in md
+    )
+    assert "| 2 | 66.7% | 66.7% |" in md  # the scaling table
+    page = paths["html"].read_text()
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page
+    assert page.count("<ul>") == 1 and "<b>resolved: 1 (33.3%)</b>" in page
+    assert "<code>d.jsonl</code>" in page
+    for name in ("scaling.png", "statuses.png", "stages.png"):
+        assert (run / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_torn_lines_are_skipped_and_the_next_append_starts_clean(tmp_path: Path) -> None:
+    path = tmp_path / "g.jsonl"
+    append_jsonl(path, {"a": 1})
+    with open(path, "a") as fh:
+        fh.write('{"b": ')  # a writer killed mid-line
+    append_jsonl(path, {"c": 3})
+    assert list(read_jsonl(path)) == [{"a": 1}, {"c": 3}]
+
+
+def test_report_needs_a_run_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no grades\.jsonl"):
+        load_report(tmp_path)
