@@ -61,3 +61,42 @@ def test_bad_files(tmp_path: Path) -> None:
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(listy)
+
+
+def test_speculation_settings_come_through_engine_overrides() -> None:
+    config = load_config(
+        None,
+        [
+            "engine.speculate=6",
+            'engine.draft_model="self:3"',
+            "engine.conformal_alpha=0.2",
+            "engine.rejection_fallback=resample",
+            "engine.step_delimiter=';'",
+        ],
+    )
+    engine = config.engine
+    assert engine.speculation and engine.draft() == (None, 3)
+    assert (engine.speculate, engine.conformal_alpha, engine.step_delimiter) == (6, 0.2, ";")
+    spec = engine.spec_config(cost_ratio=0.3, delimiter_ids=frozenset({5}))
+    assert spec.step_level and spec.k == 6 and spec.cost_ratio == 0.3
+    assert spec.fallback == "resample" and spec.delimiter_ids == {5}
+    named = load_config(None, ['engine.draft_model="hf:/models/small?gguf=s.gguf"']).engine
+    assert named.draft() == ("hf:/models/small?gguf=s.gguf", None)
+    assert named.spec_config(cost_ratio=0.1, delimiter_ids=frozenset()).k == 4  # the default
+    assert not SolveConfig().engine.speculation
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("engine.speculate=-1", "engine.speculate must be >= 0"),
+        ("engine.conformal_alpha=0", r"engine.conformal_alpha must be in \(0, 1\]"),
+        ("engine.conformal_alpha=1.5", r"engine.conformal_alpha must be in \(0, 1\]"),
+        ("engine.rejection_fallback=peer", "unknown engine.rejection_fallback"),
+        ("engine.draft_model=self:none", "needs a layer count"),
+        ("engine.self_draft_layers=0", "self_draft_layers must be >= 1"),
+    ],
+)
+def test_bad_speculation_settings_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])

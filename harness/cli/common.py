@@ -1,16 +1,61 @@
-"""Helpers shared by CLI command groups: environment lookups and running coroutines."""
+"""Helpers shared by CLI command groups: environment lookups, running coroutines, and the
+speculative-decoding flags that `solve`, `eval` and `serve` share."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import typer
+
 T = TypeVar("T")
+
+DRAFT_MODEL_HELP = (
+    "Draft model for speculative decoding of in-process models: a model spec sharing the "
+    "target's tokenizer, or self / self:L (the target's first L layers; default a quarter). "
+    "Alone it turns on token-level speculation with k=4."
+)
+SPECULATE_HELP = (
+    "Token-level speculative decoding: up to K draft tokens per round, verified by the target "
+    "in one pass (exact: greedy output unchanged, sampled output distributed as the "
+    "target's); 0 turns it off."
+)
+CONFORMAL_ALPHA_HELP = (
+    "Step-level speculation (ATTS): the draft writes each step, the target scores it and "
+    "rewrites the worst ~A of them (split-conformal threshold; A in (0, 1])."
+)
+
+
+def draft_model_option() -> Any:
+    return typer.Option(None, "--draft-model", help=DRAFT_MODEL_HELP)
+
+
+def speculate_option() -> Any:
+    return typer.Option(None, "--speculate", min=0, help=SPECULATE_HELP)
+
+
+def conformal_alpha_option() -> Any:
+    return typer.Option(None, "--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
+
+
+def speculation_overrides(
+    draft_model: str | None, speculate: int | None, conformal_alpha: float | None
+) -> list[str]:
+    """`engine.*` config overrides for the speculation flags (only those given)."""
+    out: list[str] = []
+    if draft_model is not None:
+        out.append(f"engine.draft_model={json.dumps(draft_model)}")  # quoted: YAML string
+    if speculate is not None:
+        out.append(f"engine.speculate={speculate}")
+    if conformal_alpha is not None:
+        out.append(f"engine.conformal_alpha={conformal_alpha}")
+    return out
 
 
 def cache_dir() -> Path:

@@ -22,7 +22,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.cli.common import cache_dir, run
+from harness.cli.common import (
+    cache_dir,
+    conformal_alpha_option,
+    draft_model_option,
+    run,
+    speculate_option,
+    speculation_overrides,
+)
 from harness.errors import ConfigError
 
 app = typer.Typer(
@@ -97,20 +104,31 @@ def run_cmd(
     overrides: list[str] = typer.Option([], "--set", "-c", help="Solve config key=value."),
     model: str | None = typer.Option(None, "--model", "-m", help="Model spec for the solver."),
     samples: int | None = typer.Option(None, "--samples", "-n", help="Trajectories per task."),
+    draft_model: str | None = draft_model_option(),
+    speculate: int | None = speculate_option(),
+    conformal_alpha: float | None = conformal_alpha_option(),
 ) -> None:
     """Solve every selected instance, write predictions as it goes, grade, report.
 
-    The solver is the harness pipeline configured by --config / -c / --model / --samples,
-    unless --solver names another factory.
+    The solver is the harness pipeline configured by --config / -c / --model / --samples
+    (and the speculation flags), unless --solver names another factory.
     """
     from harness.evals.batch import Batch, prepare_out_dir
 
     args = _resume_args(out, resume, dataset, split, instances, filter_, slice_)
     spec = solver or DEFAULT_SOLVER
+    spec_flags = speculation_overrides(draft_model, speculate, conformal_alpha)
     if spec:
+        if solver and (config_file or overrides or model or samples is not None or spec_flags):
+            raise ConfigError(
+                "--config, -c, --model, --samples and the speculation flags configure the "
+                "harness pipeline; --solver replaces it",
+                hint="drop --solver, or configure that solver in its own factory",
+            )
         factory = load_solver_factory(spec)
     else:
         extra = [f"model={model}"] * bool(model) + [f"samples={samples}"] * (samples is not None)
+        extra += spec_flags
         factory, spec = _pipeline_factory(config_file, [*overrides, *extra])
     insts, unknown, meta = _select(out, args)
     config = _config(

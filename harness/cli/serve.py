@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from harness.cli.common import CONFORMAL_ALPHA_HELP, DRAFT_MODEL_HELP, SPECULATE_HELP
 from harness.cli.model import store_from_env
 from harness.llm.engine.load import EngineSettings
 from harness.llm.model_store import DEFAULT_MODEL
@@ -36,15 +37,27 @@ def serve(
     cpu_offload_gb: Annotated[
         float, typer.Option("--cpu-offload-gb", help="Host memory for offloaded KV pins.")
     ] = 0.0,
+    draft_model: Annotated[str | None, typer.Option("--draft-model", help=DRAFT_MODEL_HELP)] = None,
+    speculate: Annotated[int, typer.Option("--speculate", min=0, help=SPECULATE_HELP)] = 0,
+    conformal_alpha: Annotated[
+        float | None, typer.Option("--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
+    ] = None,
 ) -> None:
     """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health.
 
     In-process models run on the engine: requests from many clients share each forward pass,
     and a request's `program_id` / `last_turn` / `next_tool` fields keep that program's KV
-    cache pinned across its tool calls.
+    cache pinned across its tool calls. --draft-model / --speculate / --conformal-alpha turn
+    on draft/target decoding (docs/engine.md).
     """
     settings = EngineSettings(
-        enabled=engine, policy=kv_policy, kv_memory_gb=kv_memory_gb, cpu_offload_gb=cpu_offload_gb
+        enabled=engine,
+        policy=kv_policy,
+        kv_memory_gb=kv_memory_gb,
+        cpu_offload_gb=cpu_offload_gb,
+        draft_model=draft_model,
+        speculate=speculate,
+        conformal_alpha=conformal_alpha,
     )
     asyncio.run(_serve(model, host, port, device, settings))
 

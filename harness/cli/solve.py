@@ -15,7 +15,14 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from harness.cli.common import cache_dir, run
+from harness.cli.common import (
+    cache_dir,
+    conformal_alpha_option,
+    draft_model_option,
+    run,
+    speculate_option,
+    speculation_overrides,
+)
 from harness.cli.live import LiveView
 from harness.config import SolveConfig, load_config
 from harness.errors import ConfigError, HarnessError
@@ -57,6 +64,9 @@ def solve(
     max_tokens: int | None = typer.Option(None, help="Token budget for model calls."),
     task_id: str | None = typer.Option(None, help="Name of the task (default: the issue file)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary, no live view."),
+    draft_model: str | None = draft_model_option(),
+    speculate: int | None = speculate_option(),
+    conformal_alpha: float | None = conformal_alpha_option(),
     dataset: str | None = typer.Option(
         None,
         "--dataset",
@@ -82,6 +92,7 @@ def solve(
         f"sandbox.backend={backend}" if backend else "",
         f"budget.max_usd={max_usd}" if max_usd is not None else "",
         f"budget.max_tokens={max_tokens}" if max_tokens is not None else "",
+        *speculation_overrides(draft_model, speculate, conformal_alpha),
     ]
     extra = [e for e in extra if e]
     if resume is not None:

@@ -137,7 +137,9 @@ async def make_llm(
             await store.ensure(spec.target)
         spec = resolve_store(spec, store)
     if spec.kind == "hf":
-        return await _in_process(spec, name, device, engine or EngineSettings())
+        settings = engine or EngineSettings()
+        draft = await _draft_spec(settings, store, fetch_missing)
+        return await _in_process(spec, name, device, settings, draft)
     if spec.kind == "openai":
         from harness.llm.openai_http import DEFAULT_BASE_URL, OpenAIHTTP
 
@@ -156,8 +158,34 @@ async def make_llm(
     return ScriptedLLM.from_file(Path(spec.target))
 
 
+async def _draft_spec(
+    engine: EngineSettings, store: ModelStore | None, fetch_missing: bool
+) -> ModelSpec | None:
+    """The `hf:` spec of a separate draft model (`engine.draft_model`), None for none/self."""
+    named, _ = engine.draft()
+    if named is None:
+        return None
+    draft = parse_spec(named, store_names=store.catalog.keys() if store else CATALOG.keys())
+    if draft.kind == "store":
+        if store is None:
+            raise ModelSpecError(f"draft model {named!r} names a stored model but no store")
+        if fetch_missing:
+            await store.ensure(draft.target)
+        draft = resolve_store(draft, store)
+    if draft.kind != "hf":
+        raise ModelSpecError(
+            f"draft model {named!r} must run in process (hf: or a store name)",
+            hint="the draft and the target share the engine's KV blocks and forward passes",
+        )
+    return draft
+
+
 async def _in_process(
-    spec: ModelSpec, name: str, device: str | None, engine: EngineSettings
+    spec: ModelSpec,
+    name: str,
+    device: str | None,
+    engine: EngineSettings,
+    draft_spec: ModelSpec | None = None,
 ) -> LLM:
     import asyncio
 
@@ -169,9 +197,26 @@ async def _in_process(
     local = LocalLLM(model, tokenizer, name=name)
     # A model spread over several devices (accelerate) stays on plain `generate`.
     if not engine.enabled or getattr(model, "hf_device_map", None):
+        if engine.speculation:
+            why = "the engine is off" if not engine.enabled else "the model spans devices"
+            raise ConfigError(
+                f"speculative decoding needs the in-process engine, but {why}",
+                hint="drop --draft-model/--speculate/--conformal-alpha, or engine.enabled=true",
+            )
         return local
     from harness.llm.engine.load import build_engine_llm
 
+    draft = None
+    if draft_spec is not None:
+        target_device = str(next(model.parameters()).device)
+        draft, _ = await asyncio.to_thread(
+            load_pretrained, draft_spec.target, gguf_file=draft_spec.gguf_file, device=target_device
+        )
     return build_engine_llm(
-        model, tokenizer, name=name, settings=engine, context_window=local.context_window
+        model,
+        tokenizer,
+        name=name,
+        settings=engine,
+        context_window=local.context_window,
+        draft_model=draft,
     )

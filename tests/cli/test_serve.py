@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from harness.llm.base import ChatRequest, Message, Sampling
 from harness.llm.local import LocalLLM
@@ -46,15 +47,25 @@ async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
         await asyncio.wait_for(proc.wait(), 60)
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        (),
+        ("--speculate", "3", "--draft-model", "self:1"),  # greedy output stays the target's
+        ("--conformal-alpha", "1.0"),  # every step rejected: the target writes them all
+    ],
+    ids=["plain", "token-speculation", "steps"],
+)
 async def test_serve_answers_like_the_in_process_model(
-    tiny_model_dir: Path, tiny_llm: LocalLLM, tmp_path: Path
+    tiny_model_dir: Path, tiny_llm: LocalLLM, tmp_path: Path, extra: tuple[str, ...]
 ) -> None:
     request = ChatRequest(
         messages=(Message("user", "Fix the failing test"),), sampling=Sampling(max_tokens=12)
     )
     expected = await tiny_llm.chat(request)
     env = {"HARNESS_CACHE_DIR": str(tmp_path)}
-    async with harness_serve("--model", f"hf:{tiny_model_dir}", "--device", "cpu", env=env) as url:
+    args = ("--model", f"hf:{tiny_model_dir}", "--device", "cpu", *extra)
+    async with harness_serve(*args, env=env) as url:
         async with httpx.AsyncClient() as http:
             health = await http.get(url.removesuffix("/v1") + "/health")
         client = OpenAIHTTP(str(tiny_model_dir), base_url=url)

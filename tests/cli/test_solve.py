@@ -135,3 +135,25 @@ def test_bad_input_is_reported_clearly(tmp_path: Path) -> None:
         harness("solve", ISSUE, "--repo", EXAMPLE, "--out", str(existing), cache=cache)
     )
     assert code == 2 and "--resume" in err
+
+
+def test_speculation_flags_become_engine_settings(tmp_path: Path) -> None:
+    from harness.cli.common import speculation_overrides
+    from harness.config import load_config
+
+    engine = load_config(None, speculation_overrides("hf:/m?gguf=a: b.gguf", 5, 0.25)).engine
+    assert (engine.draft_model, engine.speculate, engine.conformal_alpha) == (
+        "hf:/m?gguf=a: b.gguf",
+        5,
+        0.25,
+    )
+    assert speculation_overrides(None, None, None) == []
+    cache = tmp_path / "cache"
+    code, _, err = finish(
+        harness("solve", ISSUE, "--repo", EXAMPLE, "--conformal-alpha", "2", cache=cache)
+    )
+    assert code == 2 and "engine.conformal_alpha must be in (0, 1]" in err
+    code, _, err = finish(
+        harness("solve", ISSUE, "--repo", EXAMPLE, "--draft-model", "self:x", cache=cache)
+    )
+    assert code == 2 and "'self:L' needs a layer count" in err

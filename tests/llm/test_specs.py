@@ -131,3 +131,21 @@ async def test_a_fetched_store_model_resolves_to_an_hf_gguf_spec(tmp_path: Path)
     path.write_bytes(b"stand-in")  # resolution only looks for the installed file
     resolved = resolve_store(parse_spec(DEFAULT_MODEL), store)
     assert resolved == ModelSpec("hf", str(path.parent), gguf_file=path.name)
+
+
+async def test_draft_models_load_beside_the_target(tiny_model_dir: Path) -> None:
+    spec = f"hf:{tiny_model_dir}"
+    with_draft = EngineSettings(kv_memory_gb=0.02, draft_model=spec)  # k = 4 by default
+    llm = await make_llm(spec, device="cpu", engine=with_draft)
+    assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
+    assert llm.spec_stats.mode == "token"
+    await llm.aclose()
+    steps = EngineSettings(kv_memory_gb=0.02, draft_model="self:1", conformal_alpha=0.2)
+    llm = await make_llm(spec, device="cpu", engine=steps)
+    assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
+    assert llm.spec_stats.mode == "step" and llm.spec_stats.alpha == 0.2
+    await llm.aclose()
+    with pytest.raises(ModelSpecError, match="must run in process"):
+        await make_llm(spec, engine=EngineSettings(draft_model="openai:small"))
+    with pytest.raises(ConfigError, match="needs the in-process engine"):
+        await make_llm(spec, device="cpu", engine=EngineSettings(enabled=False, speculate=4))

@@ -1,9 +1,11 @@
 """Paged attention, registered in transformers' AttentionInterface under `harness_paged`.
 
-The runner packs every scheduled token of the step into one row ([1, T]): single-token decode
-queries first, then prefill chunks. Each layer writes its new K/V into the runner's block
-tensor, then decodes attend over their blocks in one batched SDPA call (query heads grouped
-per KV head, no KV repeat) and each prefill chunk attends over its cached prefix plus itself.
+The runner packs every scheduled token of the step into one row ([1, T]): decode rows first
+(B rows of `q` query tokens each: q = 1 for plain decodes, more when speculative decoding
+verifies drafted tokens), then prefill chunks. Each layer writes its new K/V into the runner's
+block tensor, then the decode rows attend over their blocks in one batched SDPA call (query
+heads grouped per KV head, no KV repeat) and each prefill chunk attends over its cached prefix
+plus itself.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ class PagedMetadata:
     v_cache: list[torch.Tensor]
     block_size: int
     slot_mapping: torch.Tensor  # [T] slot written by each packed token
-    num_decode: int  # packed tokens [0, num_decode) are single-token decodes
-    decode_block_tables: torch.Tensor | None  # [num_decode, W]
-    decode_mask: torch.Tensor | None  # [num_decode, 1, 1, W * block_size] bool
+    num_decode: int  # packed tokens [0, num_decode) are decode rows, row-major
+    decode_block_tables: torch.Tensor | None  # [rows, W]
+    # [rows, 1, q * groups, W * block_size] bool (or [rows, 1, 1, ...] when q == 1): row b's
+    # query i (all `groups` heads of a KV head) sees the keys below its context length.
+    decode_mask: torch.Tensor | None
     prefills: list[PrefillSegment]
+    decode_query_len: int = 1  # q: query tokens per decode row
 
 
 def _gather(cache: torch.Tensor, block_size: int, table: torch.Tensor) -> torch.Tensor:
@@ -68,14 +73,18 @@ def paged_attention(
     groups = n_heads // n_kv
     parts: list[torch.Tensor] = []
     if meta.num_decode:
-        b = meta.num_decode
+        nq = meta.decode_query_len
+        b = meta.num_decode // nq
         if meta.decode_block_tables is None:
             raise RuntimeError("decode tokens without block tables")
         kd = _gather(kc, meta.block_size, meta.decode_block_tables).transpose(1, 2)
         vd = _gather(vc, meta.block_size, meta.decode_block_tables).transpose(1, 2)
-        qd = q[:b].reshape(b, n_kv, groups, dim)  # query heads of one KV head act as rows
+        # The query heads of one KV head (times the row's q tokens) act as rows of one matrix.
+        qd = q[: b * nq].reshape(b, nq, n_kv, groups, dim).transpose(1, 2)
+        qd = qd.reshape(b, n_kv, nq * groups, dim)
         od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=meta.decode_mask, scale=scaling)
-        parts.append(od.reshape(b, n_heads, dim))
+        od = od.reshape(b, n_kv, nq, groups, dim).transpose(1, 2)
+        parts.append(od.reshape(b * nq, n_heads, dim))
     for seg in meta.prefills:
         end = seg.start + seg.length
         qs = q[seg.start : end].transpose(0, 1)

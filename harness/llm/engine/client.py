@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -21,12 +22,17 @@ import torch
 from harness.errors import ContextTooLong, LLMError
 from harness.llm.base import ChatRequest, ChatResponse, FinishReason, Message, Usage
 from harness.llm.engine.clock import Clock
-from harness.llm.engine.config import EngineConfig
+from harness.llm.engine.config import EngineConfig, SpecConfig
 from harness.llm.engine.engine import Engine, RequestOutput
 from harness.llm.engine.runner import ModelRunner
+from harness.llm.engine.scheduler import DraftLen
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
+from harness.llm.engine.spec_policy import SpecStats
+from harness.llm.engine.speculative import SpeculativeRunner, speculative_runner
 
 Deliver = Callable[[RequestOutput | BaseException], None]
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 30.0  # speculation statistics go to the log at most this often (and at close)
 
 
 def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:
@@ -75,6 +81,8 @@ class EngineLLM:
 
     The engine takes the model over: its attention implementation is switched to the paged
     one, and a KV cache of `config.num_blocks` blocks is allocated on the model's device.
+    With `speculation`, `draft_model` (or, without one, the target's first
+    `self_draft_layers` layers) drafts tokens or steps that the target verifies.
     """
 
     def __init__(
@@ -85,6 +93,9 @@ class EngineLLM:
         config: EngineConfig | None = None,
         model_name: str | None = None,
         clock: Clock | None = None,
+        speculation: SpecConfig | None = None,
+        draft_model: torch.nn.Module | None = None,
+        self_draft_layers: int | None = None,
     ) -> None:
         self.config = config or EngineConfig()
         self._tokenizer = tokenizer
@@ -92,10 +103,28 @@ class EngineLLM:
         self._name = model_name or str(
             getattr(cfg, "_name_or_path", "") or getattr(cfg, "model_type", "") or "local"
         )
-        runner = ModelRunner(model, self.config)
+        runner: ModelRunner | SpeculativeRunner
+        draft_len: DraftLen | None = None
+        self._spec: SpeculativeRunner | None = None
+        if speculation is None:
+            runner = ModelRunner(model, self.config)
+        else:
+            runner = self._spec = speculative_runner(
+                model,
+                self.config,
+                speculation,
+                draft_model=draft_model,
+                self_draft_layers=self_draft_layers,
+            )
+            draft_len = runner.policy.draft_len
         self.engine = Engine(
-            runner, self.config, eos_token_ids=eos_ids(model, tokenizer), clock=clock
+            runner,
+            self.config,
+            eos_token_ids=eos_ids(model, tokenizer),
+            clock=clock,
+            draft_len=draft_len,
         )
+        self._last_log = time.monotonic()
         self._cv = threading.Condition()
         self._incoming: list[tuple[int, EngineRequest, Deliver]] = []
         self._aborts: list[int] = []
@@ -113,6 +142,44 @@ class EngineLLM:
     @property
     def context_window(self) -> int:
         return int(self.engine.scheduler.max_len)
+
+    @property
+    def spec_stats(self) -> SpecStats | None:
+        """Speculation counters so far (None when the engine does not speculate)."""
+        return self._spec.stats() if self._spec is not None else None
+
+    def _log_spec(self, force: bool = False) -> None:
+        stats = self.spec_stats
+        now = time.monotonic()
+        if stats is None or (not force and now - self._last_log < LOG_EVERY_S):
+            return
+        self._last_log = now
+        if stats.mode == "step":
+            log.info(
+                "%s step speculation: %d steps scored, %d accepted, %d rejected "
+                "(rate %.3f at alpha %s), %d resampled; tokens: %d draft, %d target",
+                self._name,
+                stats.steps_scored,
+                stats.steps_accepted,
+                stats.steps_rejected,
+                stats.rejection_rate,
+                stats.alpha,
+                stats.resamples,
+                stats.draft_tokens,
+                stats.target_tokens,
+            )
+        else:
+            log.info(
+                "%s token speculation: %d rounds, %d/%d drafts accepted (%.3f); "
+                "tokens: %d draft, %d target",
+                self._name,
+                stats.rounds,
+                stats.accepted,
+                stats.drafted,
+                stats.acceptance_rate,
+                stats.draft_tokens,
+                stats.target_tokens,
+            )
 
     async def __aenter__(self) -> EngineLLM:
         return self
@@ -173,6 +240,7 @@ class EngineLLM:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
         self._fail_all(LLMError("the engine was closed"))
+        self._log_spec(force=True)
 
     # -- the background loop ----------------------------------------------------------------
     def _submit(self, req: EngineRequest, deliver: Deliver) -> int:
@@ -228,6 +296,7 @@ class EngineLLM:
                         key, deliver = self._pending.pop(out.request_id)
                         self._ids.pop(key, None)
                         deliver(out)
+                    self._log_spec()
         except BaseException as e:  # a failed forward pass fails every request in flight
             with self._cv:
                 self._failure = e

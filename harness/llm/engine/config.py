@@ -72,3 +72,50 @@ class EngineConfig:
     @property
     def offload(self) -> bool:
         return self.pins and self.num_cpu_blocks > 0
+
+
+Fallback = Literal["target", "resample"]
+FALLBACKS: tuple[Fallback, ...] = ("target", "resample")
+
+
+@dataclass(frozen=True)
+class SpecConfig:
+    """Draft/target decoding (docs/engine.md, "Speculative decoding").
+
+    Token level (`conformal_alpha` None): each round a decoding sequence drafts up to `k`
+    tokens (the number adapts to its acceptance rate unless `adaptive` is off) and the target
+    verifies them with exact rejection sampling. Step level (`conformal_alpha` set): the draft
+    writes a step (up to a delimiter token or `step_max_tokens`), the target scores it and a
+    split-conformal threshold accepts or rejects it; a rejected step is written by the target
+    (token-level speculation keeps that exact), or first redrawn by the draft up to
+    `resample_attempts` times (`fallback="resample"`).
+    """
+
+    k: int = 4  # most draft tokens per round (token level), and the fixed k when not adaptive
+    adaptive: bool = True
+    cost_ratio: float = 0.2  # draft / target time per token, for choosing k (see draft.py)
+    conformal_alpha: float | None = None
+    step_max_tokens: int = 32
+    delimiter_ids: frozenset[int] = frozenset()  # tokens that end a step (decoded "\n" etc.)
+    calibration_window: int = 512
+    fallback: Fallback = "target"
+    resample_attempts: int = 2
+    resample_temperature: float = 1.0  # draft temperature of redraws for greedy requests
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError("speculation needs k >= 1 draft tokens per round")
+        if self.cost_ratio < 0:
+            raise ConfigError("speculation cost_ratio must be >= 0")
+        if self.conformal_alpha is not None and not 0.0 < self.conformal_alpha <= 1.0:
+            raise ConfigError(f"conformal alpha must be in (0, 1], got {self.conformal_alpha}")
+        if self.step_max_tokens < 1 or self.calibration_window < 1:
+            raise ConfigError("step_max_tokens and calibration_window must be positive")
+        if self.fallback not in FALLBACKS:
+            raise ConfigError(f"unknown rejection fallback {self.fallback!r}", hint=f"{FALLBACKS}")
+        if self.resample_attempts < 0:
+            raise ConfigError("resample_attempts must be >= 0")
+
+    @property
+    def step_level(self) -> bool:
+        return self.conformal_alpha is not None

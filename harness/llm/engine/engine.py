@@ -10,7 +10,7 @@ from harness.llm.engine.clock import Clock, MonotonicClock
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.plan import SchedulerOutput, SchedulerStats
 from harness.llm.engine.runner import Runner
-from harness.llm.engine.scheduler import Scheduler
+from harness.llm.engine.scheduler import DraftLen, Scheduler
 from harness.llm.engine.sequence import EngineRequest, Sequence
 
 ForwardHook = Callable[[SchedulerOutput, float], None]  # (step, measured seconds)
@@ -57,6 +57,7 @@ class Engine:
 
     `on_forward` is called after each forward pass with the step and its measured duration,
     before finish times are stamped: a replayer with a simulated clock advances it there.
+    `draft_len` (with a speculative runner) says how many tokens each decoding sequence drafts.
     """
 
     def __init__(
@@ -68,11 +69,12 @@ class Engine:
         clock: Clock | None = None,
         on_forward: ForwardHook | None = None,
         adapt_prefill_rate: bool = True,
+        draft_len: DraftLen | None = None,
     ) -> None:
         self.config = config
         self.runner = runner
         self.clock = clock or MonotonicClock()
-        self.scheduler = Scheduler(config, eos_token_ids)
+        self.scheduler = Scheduler(config, eos_token_ids, draft_len)
         self.on_forward = on_forward
         self.adapt_prefill_rate = adapt_prefill_rate
         self.stats = EngineStats()
@@ -115,7 +117,7 @@ class Engine:
         self.stats.forward_s += dt
         self.stats.scheduled_tokens += out.num_tokens
         if self.adapt_prefill_rate:
-            prefill = sum(it.num_tokens for it in out.items if it.num_tokens > 1)
+            prefill = sum(it.num_tokens for it in out.items if it.num_tokens > 1 and not it.spec)
             if prefill >= out.num_tokens // 2:
                 self.scheduler.ttl.observe_prefill(prefill, dt)
         if self.on_forward is not None:

@@ -1,5 +1,6 @@
 """Building the engine for a loaded model: KV-cache sizing from free memory, and the knobs
-users set (`engine.*` in the solve config, `harness serve --kv-policy ...`).
+users set (`engine.*` in the solve config, `harness serve --kv-policy ...`), draft/target
+decoding included (`engine.speculate`, `engine.draft_model`, `engine.conformal_alpha`).
 
 Torch is imported lazily so that the settings can live in configuration without it.
 """
@@ -10,11 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
+from harness.llm.engine.config import FALLBACKS, SpecConfig
 
 if TYPE_CHECKING:
     from harness.llm.engine.client import EngineLLM
 
 GIB = 1 << 30
+DEFAULT_SPECULATE = 4  # draft tokens per round when a draft model is named without --speculate
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,77 @@ class EngineSettings:
     block_size: int = 16
     max_num_seqs: int = 64
     max_batched_tokens: int = 2048
+    # Draft/target decoding (docs/engine.md, "Speculative decoding"). Token level when
+    # `speculate` > 0 (or a draft model is named), step level (ATTS) when `conformal_alpha`
+    # is set. Without a draft model the target's first `self_draft_layers` layers draft.
+    draft_model: str | None = None  # a model spec, or "self" / "self:L"
+    self_draft_layers: int | None = None  # None: a quarter of the target's layers
+    speculate: int = 0  # most draft tokens per round; 0: off unless a draft model is named
+    adaptive_k: bool = True  # pick k per sequence from its acceptance rate (<= speculate)
+    cost_ratio: float | None = None  # draft / target time per token; None: from weight bytes
+    conformal_alpha: float | None = None  # rejection level of step-level speculation
+    step_delimiter: str = "\n"  # a step ends at a token whose text contains this
+    step_max_tokens: int = 32
+    calibration_window: int = 512  # recent step scores the conformal threshold uses
+    rejection_fallback: str = "target"  # target (writes the step) | resample (the draft redraws)
+    resample_attempts: int = 2  # redraws before the target writes the step
+
+    def __post_init__(self) -> None:
+        if self.speculate < 0:
+            raise ConfigError("engine.speculate must be >= 0 (0 turns token-level speculation off)")
+        if self.conformal_alpha is not None and not 0.0 < self.conformal_alpha <= 1.0:
+            raise ConfigError(
+                f"engine.conformal_alpha must be in (0, 1], got {self.conformal_alpha}",
+                hint="the share of draft steps the target rejects, e.g. 0.2",
+            )
+        if self.rejection_fallback not in FALLBACKS:
+            raise ConfigError(
+                f"unknown engine.rejection_fallback {self.rejection_fallback!r}",
+                hint=f"one of {FALLBACKS}",
+            )
+        if self.self_draft_layers is not None and self.self_draft_layers < 1:
+            raise ConfigError("engine.self_draft_layers must be >= 1")
+        if self.step_max_tokens < 1 or self.calibration_window < 1 or self.resample_attempts < 0:
+            raise ConfigError(
+                "engine.step_max_tokens and calibration_window must be positive, "
+                "resample_attempts >= 0"
+            )
+        self.draft()  # checks a "self:L" spec
+
+    @property
+    def speculation(self) -> bool:
+        return self.speculate > 0 or self.conformal_alpha is not None or bool(self.draft_model)
+
+    def draft(self) -> tuple[str | None, int | None]:
+        """(spec of a separate draft model, or None for the self-draft; self-draft layers)."""
+        spec = (self.draft_model or "").strip()
+        if spec != "self" and not spec.startswith("self:"):
+            return spec or None, self.self_draft_layers
+        if spec == "self":
+            return None, self.self_draft_layers
+        try:
+            layers = int(spec[len("self:") :])
+        except ValueError:
+            layers = 0
+        if layers < 1:
+            raise ConfigError(
+                f"draft model {spec!r}: 'self:L' needs a layer count L >= 1",
+                hint="e.g. --draft-model self:8 (the target's first 8 layers draft)",
+            )
+        return None, layers
+
+    def spec_config(self, *, cost_ratio: float, delimiter_ids: frozenset[int]) -> SpecConfig:
+        return SpecConfig(
+            k=self.speculate or DEFAULT_SPECULATE,
+            adaptive=self.adaptive_k,
+            cost_ratio=self.cost_ratio if self.cost_ratio is not None else cost_ratio,
+            conformal_alpha=self.conformal_alpha,
+            step_max_tokens=self.step_max_tokens,
+            delimiter_ids=delimiter_ids,
+            calibration_window=self.calibration_window,
+            fallback=self.rejection_fallback,  # type: ignore[arg-type]  # checked above
+            resample_attempts=self.resample_attempts,
+        )
 
 
 def _available_ram() -> int:
@@ -57,14 +131,21 @@ def build_engine_llm(
     name: str,
     settings: EngineSettings,
     context_window: int | None,
+    draft_model: Any = None,
 ) -> EngineLLM:
-    """Wrap a loaded model (on one device) in the engine, sized to the memory available."""
+    """Wrap a loaded model (on one device) in the engine, sized to the memory available.
+
+    With speculation on, `draft_model` (loaded on the same device) drafts; without one, the
+    target's first layers do.
+    """
     from harness.llm.engine.client import EngineLLM
     from harness.llm.engine.config import EngineConfig
     from harness.llm.engine.runner import kv_bytes_per_block
 
     device = str(next(model.parameters()).device)
     per_block = kv_bytes_per_block(model, settings.block_size)
+    if draft_model is not None:  # a second model keeps its own KV in the same blocks
+        per_block += kv_bytes_per_block(draft_model, settings.block_size)
     num_blocks = kv_budget_bytes(settings, device) // per_block
     window = context_window or 32768
     if num_blocks * settings.block_size < min(window, 4096):
@@ -82,4 +163,36 @@ def build_engine_llm(
         policy=settings.policy,  # type: ignore[arg-type]  # checked by EngineConfig
         cuda_graphs=device.startswith("cuda"),
     )
-    return EngineLLM(model, tokenizer, config=config, model_name=name)
+    if not settings.speculation:
+        return EngineLLM(model, tokenizer, config=config, model_name=name)
+    spec, layers = _speculation(model, tokenizer, settings, draft_model)
+    return EngineLLM(
+        model,
+        tokenizer,
+        config=config,
+        model_name=name,
+        speculation=spec,
+        draft_model=draft_model,
+        self_draft_layers=layers,
+    )
+
+
+def _speculation(
+    model: Any, tokenizer: Any, settings: EngineSettings, draft_model: Any
+) -> tuple[SpecConfig, int | None]:
+    from harness.llm.engine.draft import default_self_draft_layers, delimiter_ids, streamed_bytes
+
+    layers = None
+    named = settings.draft()[0]
+    if named is not None and draft_model is None:
+        raise ConfigError(f"the draft model {named!r} was named but not loaded")
+    if draft_model is None:
+        layers = settings.draft()[1] or default_self_draft_layers(model)
+        draft_bytes = streamed_bytes(model, layers)
+    else:
+        draft_bytes = streamed_bytes(draft_model)
+    ratio = draft_bytes / max(1, streamed_bytes(model))
+    delims = frozenset[int]()
+    if settings.conformal_alpha is not None:
+        delims = delimiter_ids(tokenizer, settings.step_delimiter)
+    return settings.spec_config(cost_ratio=ratio, delimiter_ids=delims), layers

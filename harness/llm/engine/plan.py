@@ -46,6 +46,20 @@ class ScheduledSeq:
     start: int  # first position fed this step
     num_tokens: int
     sample: bool  # the chunk reaches the sequence's end, so its last logits are sampled
+    # Speculative row: a decoding sequence whose pending tokens are fed with `draft` tokens
+    # a draft model proposes this step (0: the target alone samples the next token). Its
+    # blocks cover `start + num_tokens + draft` positions.
+    spec: bool = False
+    draft: int = 0
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a speculative row appends: `tokens` in order, and how many leading positions of
+    the sequence have valid KV in every cache (target and draft) after the step."""
+
+    tokens: tuple[int, ...]
+    computed: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,7 @@ class SchedulerStats:
     recomputed_tokens: int = 0  # prefill tokens whose KV this program had computed before
     cached_tokens: int = 0  # prompt tokens served from the cache at admission
     decode_tokens: int = 0
+    draft_tokens: int = 0  # drafted tokens scheduled for verification (speculative rows)
     preemptions: int = 0
     pins_created: int = 0
     pin_hits: int = 0  # next turns that found their pin alive

@@ -1,8 +1,9 @@
 """The model runner: owns the KV tensors, packs a scheduled step, runs the model, samples.
 
-All tensors of the engine live here. One forward pass serves every scheduled sequence (decodes
-and prefill chunks packed into one row); on CUDA, pure-decode steps replay captured CUDA graphs
-bucketed by batch size and block-table width.
+All tensors of the engine live here. One forward pass serves every scheduled sequence (decode
+rows and prefill chunks packed into one row); on CUDA, pure row steps (plain decodes, draft
+steps, speculative verification) replay CUDA graphs bucketed by batch size, block-table width
+and tokens per row.
 """
 
 from __future__ import annotations
@@ -19,34 +20,30 @@ from harness.llm.engine import attention
 from harness.llm.engine.attention import PagedMetadata, PrefillSegment
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.kv import CopyOp
-from harness.llm.engine.plan import ScheduledSeq, SchedulerOutput
+from harness.llm.engine.plan import Accepted, ScheduledSeq, SchedulerOutput
+from harness.llm.engine.rows import (
+    Rows,
+    bucket,
+    decode_forward,
+    pack_rows,
+    rows_mask,
+    split_flat,
+    width_bucket,
+)
 from harness.llm.engine.sampling import sample
 
 
 class Runner(Protocol):
-    """What the engine loop needs from a runner."""
+    """What the engine loop needs from a runner: one result per scheduled item (a sampled
+    token, the tokens a speculative row accepted, or None for a chunk that does not sample)."""
 
-    warmup_s: float  # one-time costs inside execute() so far (graph capture, compilation)
+    @property
+    def warmup_s(self) -> float:  # one-time costs inside execute() so far (graph capture...)
+        ...
 
-    def execute(self, out: SchedulerOutput) -> list[int | None]: ...
+    def execute(self, out: SchedulerOutput) -> Seq[int | Accepted | None]: ...
 
     def release(self, seq_id: int) -> None: ...
-
-
-def _bucket(n: int, cap: int) -> int:
-    """Graph batch bucket: the next power of two, capped."""
-    b = 1
-    while b < n:
-        b *= 2
-    return min(b, cap) if n <= cap else n
-
-
-def _width_bucket(w: int) -> int:
-    """Graph block-table width: rounded up at ~25% granularity (few graphs, little padding)."""
-    if w <= 8:
-        return _bucket(w, 8)
-    step = 1 << (w.bit_length() - 3)
-    return -(-w // step) * step
 
 
 @dataclass
@@ -56,60 +53,32 @@ class _Graph:
     logits: torch.Tensor
 
 
-def _split(flat: torch.Tensor, batch: int, width: int) -> tuple[torch.Tensor, ...]:
-    """Views (ids [1, B], positions [1, B], slots [B], tables [B, W], ctx [B]) of one buffer,
-    so a step's inputs reach the device in a single copy."""
-    b = batch
-    return (
-        flat[:b].view(1, b),
-        flat[b : 2 * b].view(1, b),
-        flat[2 * b : 3 * b],
-        flat[4 * b :].view(b, width),
-        flat[3 * b : 4 * b],
-    )
-
-
 def kv_dims(model: torch.nn.Module) -> tuple[int, int, int]:
     """(layers, kv heads, head dim) of a transformers causal LM."""
-    cfg: Any = model.config
-    get_text = getattr(cfg, "get_text_config", None)
-    if callable(get_text):
-        cfg = get_text()
+    cfg = _text_config(model)
     heads = int(cfg.num_attention_heads)
     kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
     head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
     return int(cfg.num_hidden_layers), kv_heads, head_dim
 
 
-def kv_bytes_per_block(model: torch.nn.Module, block_size: int) -> int:
+def _text_config(model: torch.nn.Module) -> Any:
+    cfg: Any = model.config
+    get_text = getattr(cfg, "get_text_config", None)
+    return get_text() if callable(get_text) else cfg
+
+
+def kv_bytes_per_block(model: torch.nn.Module, block_size: int, layers: int | None = None) -> int:
     """Device bytes one KV block takes for this model (to size `num_blocks` from free memory)."""
-    layers, kv_heads, head_dim = kv_dims(model)
+    n_layers, kv_heads, head_dim = kv_dims(model)
     itemsize = next(model.parameters()).element_size()
-    return layers * 2 * block_size * kv_heads * head_dim * itemsize
+    return (layers or n_layers) * 2 * block_size * kv_heads * head_dim * itemsize
 
 
-def decode_forward(
-    model: torch.nn.Module,
-    k_cache: list[torch.Tensor],
-    v_cache: list[torch.Tensor],
-    block_size: int,
-    ids: torch.Tensor,
-    pos: torch.Tensor,
-    slots: torch.Tensor,
-    tables: torch.Tensor,
-    ctx: torch.Tensor,
-) -> torch.Tensor:
-    """A padded decode step. A free function, so one compiled version serves every runner of
-    a model (the caches are inputs, not guarded attributes)."""
-    batch, width = tables.shape
-    span = torch.arange(width * block_size, device=tables.device)
-    mask = (span[None] < ctx[:, None]).view(batch, 1, 1, width * block_size)
-    meta = PagedMetadata(k_cache, v_cache, block_size, slots, batch, tables, mask, [])
-    out = model(
-        input_ids=ids, position_ids=pos, use_cache=False, logits_to_keep=0, paged_metadata=meta
-    )
-    logits: torch.Tensor = out.logits
-    return logits
+def _as_ids(ids: Seq[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
+    if isinstance(ids, torch.Tensor):
+        return ids.to(device=device, dtype=torch.long)
+    return torch.tensor(list(ids), dtype=torch.long).to(device)
 
 
 _COMPILED: list[Callable[..., torch.Tensor]] = []
@@ -124,25 +93,41 @@ def _compiled_decode() -> Callable[..., torch.Tensor]:
 
 
 class ModelRunner:
-    """Runs a transformers causal LM over a paged KV cache it allocates."""
+    """Runs a transformers causal LM over a paged KV cache it allocates.
 
-    def __init__(self, model: torch.nn.Module, config: EngineConfig) -> None:
+    `shared_kv` (a `[layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]` view of
+    another runner's cache) makes this runner read and write that cache instead: the
+    self-draft (the target's first layers) keeps its KV in the target's own blocks.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: EngineConfig,
+        *,
+        shared_kv: torch.Tensor | None = None,
+    ) -> None:
         self.model = model.eval()
         self.config = config
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         layers, kv_heads, head_dim = kv_dims(model)
+        self.groups = int(_text_config(model).num_attention_heads) // kv_heads
         model.set_attn_implementation(attention.register())  # type: ignore[operator]
         nb, bs = config.num_blocks, config.block_size
         self.block_size = bs
         self.null_block = nb  # scratch block that padded slots write to
-        self.kv = torch.zeros(
-            layers, 2, nb + 1, bs, kv_heads, head_dim, dtype=self.dtype, device=self.device
-        )
+        self.owns_kv = shared_kv is None
+        if shared_kv is None:
+            shared_kv = torch.zeros(
+                layers, 2, nb + 1, bs, kv_heads, head_dim, dtype=self.dtype, device=self.device
+            )
+        self.kv = shared_kv
+        layers = self.kv.shape[0]
         self.k_cache = [self.kv[i, 0].view(-1, kv_heads, head_dim) for i in range(layers)]
         self.v_cache = [self.kv[i, 1].view(-1, kv_heads, head_dim) for i in range(layers)]
         self.cpu_kv: torch.Tensor | None = None
-        if config.offload:
+        if config.offload and self.owns_kv:
             self.cpu_kv = torch.zeros(
                 config.num_cpu_blocks,
                 layers,
@@ -154,7 +139,7 @@ class ModelRunner:
                 pin_memory=self.device.type == "cuda",
             )
         self.use_graphs = config.cuda_graphs and self.device.type == "cuda"
-        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._graphs: dict[tuple[int, int, int], _Graph] = {}
         self._graph_pool: Any = None
         self._generators: dict[int, torch.Generator] = {}
         self._decode_fn: Callable[..., torch.Tensor] = self.decode_step
@@ -166,20 +151,18 @@ class ModelRunner:
 
     # -- public -----------------------------------------------------------------------------
     def execute(self, out: SchedulerOutput) -> list[int | None]:
-        self._copy(out.copy_ops)
+        self.copy_blocks(out.copy_ops)
         if not out.items:
             return []
         decodes = [it for it in out.items if it.num_tokens == 1]
         prefills = [it for it in out.items if it.num_tokens > 1]
-        order = decodes + prefills
+        rows = self.rows_of(decodes)
+        ids = [it.seq.token_ids[it.start] for it in decodes]
+        keep = [i for i, it in enumerate(decodes) if it.sample]
         with torch.inference_mode():
-            cfg = self.config
-            static = self.use_graphs or cfg.compile_decode or cfg.static_decode
-            if not prefills and static and len(decodes) <= self.config.graph_max_batch:
-                logits = self._decode_static(decodes)
-            else:
-                logits = self._forward(decodes, prefills)
-        sampled_items = [it for it in order if it.sample]
+            row_logits, pre_logits = self.forward(rows, ids, prefills, keep)
+        sampled_items = [decodes[i] for i in keep] + [it for it in prefills if it.sample]
+        logits = torch.cat([row_logits, pre_logits]) if len(pre_logits) else row_logits
         tokens = self._sample(logits, sampled_items) if sampled_items else []
         by_seq = {it.seq.seq_id: t for it, t in zip(sampled_items, tokens, strict=True)}
         return [by_seq.get(it.seq.seq_id) if it.sample else None for it in out.items]
@@ -187,44 +170,73 @@ class ModelRunner:
     def release(self, seq_id: int) -> None:
         self._generators.pop(seq_id, None)
 
-    # -- packing ----------------------------------------------------------------------------
-    def _slot(self, table: Seq[int], pos: int) -> int:
-        return table[pos // self.block_size] * self.block_size + pos % self.block_size
+    def rows_of(self, items: Seq[ScheduledSeq], extra: Seq[int] = ()) -> Rows | None:
+        """Rows for scheduled items: each feeds its chunk (plus `extra[i]` more tokens)."""
+        if not items:
+            return None
+        lengths = [it.num_tokens + (extra[i] if extra else 0) for i, it in enumerate(items)]
+        return Rows(
+            starts=tuple(it.start for it in items),
+            lengths=tuple(lengths),
+            tables=tuple(tuple(it.seq.block_table) for it in items),
+            q=max(lengths),
+        )
 
-    def _forward(self, decodes: list[ScheduledSeq], prefills: list[ScheduledSeq]) -> torch.Tensor:
+    def forward(
+        self,
+        rows: Rows | None,
+        ids: Seq[int] | torch.Tensor,
+        prefills: Seq[ScheduledSeq],
+        row_keep: Seq[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass: decode rows (`ids` flat on the host, or `[B, q]` on the device),
+        then prefill chunks. Returns the logits of the row tokens at the flat indices
+        `row_keep`, and of the last token of every prefill chunk that samples."""
+        cfg = self.config
+        static = self.use_graphs or cfg.compile_decode or cfg.static_decode
+        if rows is not None and not prefills and static and rows.batch <= cfg.graph_max_batch:
+            logits = self._rows_static(rows, ids)
+            return logits[list(row_keep)], logits[:0]
+        return self._forward(rows, ids, prefills, row_keep)
+
+    # -- packing ----------------------------------------------------------------------------
+    def _forward(
+        self,
+        rows: Rows | None,
+        ids_in: Seq[int] | torch.Tensor,
+        prefills: Seq[ScheduledSeq],
+        row_keep: Seq[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         bs, dev = self.block_size, self.device
-        ids: list[int] = []
+        id_parts: list[torch.Tensor] = []
         pos: list[int] = []
         slots: list[int] = []
-        keep: list[int] = []
-        for it in decodes:
-            s = it.seq
-            if it.sample:
-                keep.append(len(ids))
-            ids.append(s.token_ids[it.start])
-            pos.append(it.start)
-            slots.append(self._slot(s.block_table, it.start))
-        tables = ctx = None
-        if decodes:
-            width = max(len(it.seq.block_table) for it in decodes)
-            rows = [
-                it.seq.block_table + [self.null_block] * (width - len(it.seq.block_table))
-                for it in decodes
-            ]
-            tables = torch.tensor(rows, dtype=torch.long).to(dev, non_blocking=True)
-            ctx = torch.tensor([it.start + 1 for it in decodes], dtype=torch.long).to(dev)
+        keep = list(row_keep)
+        tables = mask_d = None
+        n_rows = 0
+        if rows is not None:
+            width = max(len(t) for t in rows.tables)
+            pos, slots, ctx, flat = pack_rows(rows, bs, self.null_block, rows.batch, width)
+            n_rows = rows.batch * rows.q
+            id_parts.append(_as_ids(ids_in, dev).view(-1))
+            tables = torch.tensor(flat, dtype=torch.long).view(rows.batch, width).to(dev)
+            ctx_t = torch.tensor(ctx, dtype=torch.long).to(dev)
+            mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups)
         segments: list[PrefillSegment] = []
         slot_parts = [torch.tensor(slots, dtype=torch.long)]
+        pre_ids: list[int] = []
+        n_pre_keep = 0
         for it in prefills:
             s, start, n = it.seq, it.start, it.num_tokens
-            seg_start = len(ids)
-            ids.extend(s.token_ids[start : start + n])
+            seg_start = n_rows + len(pre_ids)
+            pre_ids.extend(s.token_ids[start : start + n])
             p = torch.arange(start, start + n)
             pos.extend(range(start, start + n))
             table = torch.tensor(s.block_table, dtype=torch.long)
             slot_parts.append(table[p // bs] * bs + p % bs)
             if it.sample:
                 keep.append(seg_start + n - 1)
+                n_pre_keep += 1
             if start == 0:
                 segments.append(PrefillSegment(seg_start, n, n, None, None))
             else:
@@ -234,25 +246,23 @@ class ModelRunner:
                 qpos = torch.arange(start, start + n, device=dev)
                 mask = torch.arange(context, device=dev)[None, :] <= qpos[:, None]
                 segments.append(PrefillSegment(seg_start, n, context, used, mask))
-        mask_d = None
-        if ctx is not None and tables is not None:
-            mask_d = torch.arange(tables.shape[1] * bs, device=dev)[None] < ctx[:, None]
-            mask_d = mask_d.view(len(decodes), 1, 1, -1)
+        if pre_ids:
+            id_parts.append(torch.tensor(pre_ids, dtype=torch.long, device=dev))
         meta = PagedMetadata(
             self.k_cache,
             self.v_cache,
             bs,
             torch.cat(slot_parts).to(dev),
-            len(decodes),
+            n_rows,
             tables,
             mask_d,
             segments,
+            decode_query_len=rows.q if rows is not None else 1,
         )
-        input_ids = torch.tensor(ids, dtype=torch.long, device=dev)[None]
+        input_ids = torch.cat(id_parts)[None]
         positions = torch.tensor(pos, dtype=torch.long, device=dev)[None]
-        keep_t = torch.tensor(keep, dtype=torch.long, device=dev)
-        if not keep:
-            keep_t = torch.tensor([len(ids) - 1], dtype=torch.long, device=dev)
+        total = input_ids.shape[1]
+        keep_t = torch.tensor(keep or [total - 1], dtype=torch.long, device=dev)
         self.forwards += 1
         out = self.model(
             input_ids=input_ids,
@@ -262,9 +272,10 @@ class ModelRunner:
             paged_metadata=meta,
         )
         logits: torch.Tensor = out.logits[0, : len(keep)]
-        return logits
+        n_row_keep = len(keep) - n_pre_keep
+        return logits[:n_row_keep], logits[n_row_keep:]
 
-    # -- pure-decode steps: padded static shapes, CUDA graphs, optional torch.compile -------
+    # -- row steps with static shapes: CUDA graphs, optional torch.compile -------------------
     def decode_step(
         self,
         ids: torch.Tensor,
@@ -273,55 +284,62 @@ class ModelRunner:
         tables: torch.Tensor,
         ctx: torch.Tensor,
     ) -> torch.Tensor:
-        """One decode forward over padded inputs: what graphs capture and compile sees."""
+        """One row step over padded inputs: what graphs capture and compile sees."""
         fn = _compiled_decode() if self.config.compile_decode else decode_forward
         return fn(
-            self.model, self.k_cache, self.v_cache, self.block_size, ids, pos, slots, tables, ctx
+            self.model,
+            self.k_cache,
+            self.v_cache,
+            self.block_size,
+            self.groups,
+            ids,
+            pos,
+            slots,
+            tables,
+            ctx,
         )
 
-    def _decode_static(self, decodes: list[ScheduledSeq]) -> torch.Tensor:
-        n = len(decodes)
-        width = max(len(it.seq.block_table) for it in decodes)
-        batch, width = _bucket(n, self.config.graph_max_batch), _width_bucket(width)
-        pad = batch - n
-        rows = [
-            it.seq.block_table + [self.null_block] * (width - len(it.seq.block_table))
-            for it in decodes
-        ]
-        rows += [[self.null_block] * width] * pad
-        null_slot = self.null_block * self.block_size
-        ids = [it.seq.token_ids[it.start] for it in decodes] + [0] * pad
-        pos = [it.start for it in decodes] + [0] * pad
-        slots = [self._slot(it.seq.block_table, it.start) for it in decodes] + [null_slot] * pad
-        ctx = [it.start + 1 for it in decodes] + [1] * pad
-        flat = ids + pos + slots + ctx + [b for row in rows for b in row]
-        host = torch.tensor(flat, dtype=torch.long)
-        keep = [i for i, it in enumerate(decodes) if it.sample]
+    def _rows_static(self, rows: Rows, ids: Seq[int] | torch.Tensor) -> torch.Tensor:
+        """Logits of every row token `[B * q, V]` from a step padded to a graph bucket."""
+        q = rows.q
+        width = max(len(t) for t in rows.tables)
+        batch, width = bucket(rows.batch, self.config.graph_max_batch), width_bucket(width)
+        bs, null = self.block_size, self.null_block
+        pos, slots, ctx, flat_tables = pack_rows(rows, bs, null, batch, width)
+        on_device = isinstance(ids, torch.Tensor)
+        host_ids = [0] * (batch * q) if on_device else list(ids) + [0] * ((batch - rows.batch) * q)
+        host = torch.tensor(host_ids + pos + slots + ctx + flat_tables, dtype=torch.long)
+        n = rows.batch * q
         self.static_steps += 1
         if not self.use_graphs:
-            return self._decode_fn(*_split(host.to(self.device), batch, width))[0, keep]
-        g = self._graphs.get((batch, width))
+            flat = host.to(self.device)
+            if isinstance(ids, torch.Tensor):
+                flat[:n].copy_(ids.reshape(-1))
+            return self._decode_fn(*split_flat(flat, batch, width, q))[0, :n]
+        g = self._graphs.get((batch, width, q))
         if g is None:
             try:
-                g = self._capture(batch, width)
+                g = self._capture(batch, width, q)
             except RuntimeError as e:  # a model whose forward cannot be captured: run eager
                 self.use_graphs, self.graph_error = False, repr(e)
-                return self._decode_fn(*_split(host.to(self.device), batch, width))[0, keep]
+                return self._rows_static(rows, ids)
         g.inputs.copy_(host, non_blocking=True)
+        if isinstance(ids, torch.Tensor):
+            g.inputs[:n].copy_(ids.reshape(-1))
         g.graph.replay()
         self.graph_replays += 1
-        return g.logits[0, keep]
+        return g.logits[0, :n]
 
-    def _capture(self, batch: int, width: int) -> _Graph:
+    def _capture(self, batch: int, width: int, q: int) -> _Graph:
         t0 = time.perf_counter()
         try:
-            return self._capture_graph(batch, width)
+            return self._capture_graph(batch, width, q)
         finally:
             self.warmup_s += time.perf_counter() - t0
 
-    def _capture_graph(self, batch: int, width: int) -> _Graph:
-        flat = torch.zeros(batch * (4 + width), dtype=torch.long, device=self.device)
-        args = _split(flat, batch, width)
+    def _capture_graph(self, batch: int, width: int, q: int) -> _Graph:
+        flat = torch.zeros(batch * (4 * q + width), dtype=torch.long, device=self.device)
+        args = split_flat(flat, batch, width, q)
         ids, pos, slots, tables, ctx = args
         slots.fill_(self.null_block * self.block_size)
         tables.fill_(self.null_block)
@@ -338,27 +356,28 @@ class ModelRunner:
         with torch.cuda.graph(graph, pool=self._graph_pool):
             logits = self._decode_fn(ids, pos, slots, tables, ctx)
         g = _Graph(graph, flat, logits)
-        self._graphs[(batch, width)] = g
+        self._graphs[(batch, width, q)] = g
         return g
 
-    def capture_graphs(self, batch_sizes: Seq[int], widths: Seq[int]) -> None:
+    def capture_graphs(self, batch_sizes: Seq[int], widths: Seq[int], qs: Seq[int] = (1,)) -> None:
         """Capture ahead of time (largest first, so later graphs reuse the pool's memory)."""
         if not self.use_graphs:
             return
         with torch.inference_mode():
-            for b in sorted(batch_sizes, reverse=True):
-                for w in sorted(widths, reverse=True):
-                    key = (_bucket(b, self.config.graph_max_batch), _width_bucket(w))
-                    if key not in self._graphs:
-                        self._capture(*key)
+            for q in sorted(qs, reverse=True):
+                for b in sorted(batch_sizes, reverse=True):
+                    for w in sorted(widths, reverse=True):
+                        key = (bucket(b, self.config.graph_max_batch), width_bucket(w), q)
+                        if key not in self._graphs:
+                            self._capture(*key)
 
     # -- sampling and block copies ----------------------------------------------------------
     def _sample(self, logits: torch.Tensor, items: list[ScheduledSeq]) -> list[int]:
         params = [it.seq.request.sampling for it in items]
-        gens = [self._generator(it.seq.seq_id, p.seed) for it, p in zip(items, params, strict=True)]
+        gens = [self.generator(it.seq.seq_id, p.seed) for it, p in zip(items, params, strict=True)]
         return sample(logits, params, gens)
 
-    def _generator(self, seq_id: int, seed: int | None) -> torch.Generator | None:
+    def generator(self, seq_id: int, seed: int | None) -> torch.Generator | None:
         if seed is None:
             return None
         gen = self._generators.get(seq_id)
@@ -368,7 +387,7 @@ class ModelRunner:
             self._generators[seq_id] = gen
         return gen
 
-    def _copy(self, ops: Seq[CopyOp]) -> None:
+    def copy_blocks(self, ops: Seq[CopyOp]) -> None:
         if not ops or self.cpu_kv is None:
             return
         for op in ops:  # in order: a block may be written out and refilled in one step

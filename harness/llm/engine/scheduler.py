@@ -5,17 +5,21 @@ waiting requests while the token budget and KV blocks last. Memory pressure drop
 (least likely to be reused in time first), then preempts the lowest-priority running
 sequence (recompute: its blocks are freed, its tokens kept, it goes back to waiting).
 The waiting queue is request FCFS, or program FCFS: pinned programs first, then by the
-program's first arrival.
+program's first arrival. With a `draft_len` (speculative decoding), a decoding sequence is
+scheduled with room for the tokens a draft proposes; after the step, blocks past the verified
+prefix go back to the pool, so the books stay exact whatever is rejected.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.kv import BlockManager, block_tokens, chain_hash, prefix_hashes
 from harness.llm.engine.plan import (
+    Accepted,
     Pin,
     Program,
     ScheduledSeq,
@@ -26,10 +30,18 @@ from harness.llm.engine.plan import (
 from harness.llm.engine.sequence import EngineRequest, SeqState, Sequence
 from harness.llm.engine.ttl import TtlPolicy
 
+DraftLen = Callable[[Sequence], int]  # decoding sequence -> tokens to draft this step
+
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, eos_token_ids: Seq[int] = ()) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        eos_token_ids: Seq[int] = (),
+        draft_len: DraftLen | None = None,
+    ) -> None:
         self.config = config
+        self.draft_len = draft_len
         self.bm = BlockManager(
             config.num_blocks,
             config.block_size,
@@ -104,7 +116,7 @@ class Scheduler:
         self.expire_pins(now)
         budget = self.config.max_batched_tokens
         items: list[ScheduledSeq] = []
-        ordered = sorted(self.running, key=lambda s: (s.in_prefill, self._priority(s)))
+        ordered = sorted(self.running, key=lambda s: (not self._decoding(s), self._priority(s)))
         kept: list[Sequence] = []
         preempted = False
         while ordered:
@@ -113,7 +125,8 @@ class Scheduler:
                 kept.append(seq)
                 continue
             n = min(seq.num_tokens - seq.num_computed, budget)
-            need = self._blocks_for(seq.num_computed + n) - len(seq.block_table)
+            spec, k = self._speculate(seq, n, budget)
+            need = self._blocks_for(seq.num_computed + n + k) - len(seq.block_table)
             while self.bm.num_free < need and self._drop_pin(now, any_pin=True):
                 pass
             while self.bm.num_free < need:
@@ -127,9 +140,9 @@ class Scheduler:
                     break
             if seq.state is not SeqState.RUNNING:
                 break
-            seq.block_table += self.bm.allocate(need)
-            items.append(self._item(seq, n))
-            budget -= n
+            seq.block_table += self.bm.allocate(max(0, need))
+            items.append(self._item(seq, n, spec, k))
+            budget -= n + k
             kept.append(seq)
         kept += ordered
         self.running = kept
@@ -149,12 +162,36 @@ class Scheduler:
         return SchedulerOutput(tuple(items), tuple(self.bm.drain_ops()))
 
     @staticmethod
-    def _item(seq: Sequence, n: int) -> ScheduledSeq:
-        return ScheduledSeq(seq, seq.num_computed, n, seq.num_computed + n == seq.num_tokens)
+    def _item(seq: Sequence, n: int, spec: bool = False, draft: int = 0) -> ScheduledSeq:
+        end = seq.num_computed + n == seq.num_tokens
+        return ScheduledSeq(seq, seq.num_computed, n, end, spec, draft)
+
+    def _decoding(self, seq: Sequence) -> bool:
+        """Only the last token is pending (or, under speculation, the last two: a separate
+        draft model lags one token behind after a round that accepted every draft)."""
+        pending = seq.num_tokens - seq.num_computed
+        if self.draft_len is None or pending != 2:
+            return pending == 1
+        return seq.num_tokens > seq.prompt_len + 1
+
+    def _speculate(self, seq: Sequence, n: int, budget: int) -> tuple[bool, int]:
+        """(speculative row?, tokens to draft) for a running sequence fed `n` tokens."""
+        if self.draft_len is None or seq.num_computed + n != seq.num_tokens:
+            return False, 0
+        if not self._decoding(seq) or seq.num_tokens <= seq.prompt_len:
+            return False, 0
+        remaining = seq.request.max_tokens - len(seq.generated)
+        # Never past max_tokens or the window: the final-size reservation covers every draft.
+        k = min(self.draft_len(seq), remaining, self.max_len - seq.num_tokens, budget - n)
+        return True, max(0, k)
 
     def _account(self, items: Seq[ScheduledSeq]) -> None:
         for it in items:
             seq = it.seq
+            if it.spec:
+                self.stats.decode_tokens += it.num_tokens
+                self.stats.draft_tokens += it.draft
+                continue
             end = it.start + it.num_tokens
             decode = end == seq.num_tokens and seq.num_tokens - 1 >= seq.prompt_len
             prefill = it.num_tokens - (1 if decode else 0)
@@ -300,16 +337,31 @@ class Scheduler:
 
     # -- after the forward pass -------------------------------------------------------------
     def postprocess(
-        self, out: SchedulerOutput, sampled: Seq[int | None], now: float
+        self, out: SchedulerOutput, sampled: Seq[int | Accepted | None], now: float
     ) -> list[Sequence]:
-        """Advance computed counts, append sampled tokens, finish and pin. Returns finished."""
+        """Advance computed counts, append sampled (or accepted) tokens, finish and pin.
+        Returns the sequences that finished."""
         finished: list[Sequence] = []
         bs = self.config.block_size
-        for it, tok in zip(out.items, sampled, strict=True):
+        for it, res in zip(out.items, sampled, strict=True):
             seq = it.seq
             if seq.state is not SeqState.RUNNING:
                 continue
-            seq.num_computed = it.start + it.num_tokens
+            if isinstance(res, Accepted):
+                tokens, computed = res.tokens, res.computed
+            else:
+                tokens = (res,) if it.sample and res is not None else ()
+                computed = it.start + it.num_tokens
+            reason = None
+            for tok in tokens:
+                seq.token_ids.append(tok)
+                if seq.first_token_time is None:
+                    seq.first_token_time = now
+                reason = self._finish_reason(seq, tok)
+                if reason is not None:  # a stop inside accepted tokens drops the rest
+                    break
+            # The last token is never computed (its logits come from feeding it next step).
+            seq.num_computed = min(computed, seq.num_tokens - 1)
             full = seq.num_computed // bs
             while len(seq.block_hashes) < full:
                 i = len(seq.block_hashes)
@@ -318,16 +370,19 @@ class Scheduler:
                 h = chain_hash(parent, toks)
                 seq.block_hashes.append(h)
                 self.bm.register(seq.block_table[i], h, toks)
-            if not it.sample or tok is None:
-                continue
-            seq.token_ids.append(tok)
-            if seq.first_token_time is None:
-                seq.first_token_time = now
-            reason = self._finish_reason(seq, tok)
+            if it.spec:  # roll back: blocks past the verified prefix hold only rejected KV
+                self._trim(seq)
             if reason is not None:
                 self._finish(seq, reason, now)
                 finished.append(seq)
         return finished
+
+    def _trim(self, seq: Sequence) -> None:
+        keep = self._blocks_for(seq.num_computed)
+        if len(seq.block_table) > keep:
+            extra = seq.block_table[keep:]
+            del seq.block_table[keep:]
+            self.bm.free(extra)  # never hashed (past num_computed), so straight to empty
 
     def _finish_reason(self, seq: Sequence, tok: int) -> str | None:
         req = seq.request

@@ -26,12 +26,12 @@ CHATML = (
 )
 
 
-def tiny_model(arch: str = "qwen2", seed: int = 0) -> Any:
+def tiny_model(arch: str = "qwen2", seed: int = 0, layers: int = 2) -> Any:
     common: dict[str, Any] = dict(
         vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
@@ -43,6 +43,27 @@ def tiny_model(arch: str = "qwen2", seed: int = 0) -> Any:
         model = LlamaForCausalLM(LlamaConfig(**common))
     model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=0)  # type: ignore[no-untyped-call]
     return model.eval()
+
+
+def near_model(eps: float, layers: int = 4, keep: int = 2, arch: str = "qwen2") -> Any:
+    """A tiny model whose layers past `keep` have their output projections scaled by `eps`:
+    its first `keep` layers (a self-draft) agree with it more the smaller `eps` is."""
+    model = tiny_model(arch, layers=layers)
+    with torch.no_grad():
+        for layer in model.model.layers[keep:]:
+            layer.self_attn.o_proj.weight.mul_(eps)
+            layer.mlp.down_proj.weight.mul_(eps)
+    return model
+
+
+def noisy_copy(model: Any, scale: float, seed: int = 5) -> Any:
+    """A separate draft model: `model` with Gaussian noise on its head."""
+    draft = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        w = draft.lm_head.weight
+        w.add_(torch.randn(w.shape, generator=g) * w.std() * scale)
+    return draft
 
 
 def greedy_reference(model: Any, prompt: Sequence[int], n: int) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -11,7 +12,10 @@ from harness.errors import ContextTooLong, LLMError
 from harness.llm.base import LLM, ChatRequest, Message, Sampling
 from harness.llm.engine.client import EngineLLM, encode_chat
 from harness.llm.engine.config import EngineConfig
-from tests.llm.engine.conftest import greedy_reference, tiny_model
+from harness.llm.engine.load import EngineSettings, build_engine_llm
+from harness.llm.engine.spec_policy import StepPolicy
+from harness.llm.engine.speculative import SpeculativeRunner
+from tests.llm.engine.conftest import greedy_reference, near_model, tiny_model
 
 CFG = EngineConfig(block_size=8, num_blocks=64, max_batched_tokens=64, max_model_len=400)
 
@@ -86,3 +90,57 @@ async def test_errors_cancel_and_close(tokenizer: Any) -> None:
     await llm.aclose()
     with pytest.raises(LLMError):
         await llm.chat(_req("closed"))
+
+
+async def test_speculative_engine_llm_keeps_greedy_answers_and_reports(
+    tokenizer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = near_model(0.3)
+    reqs = [_req(f"speculate {i}", n=24, program_id=f"p{i}") for i in range(3)]
+    expected = [_expected(model, tokenizer, r) for r in reqs]
+    settings = EngineSettings(kv_memory_gb=0.01, block_size=8, speculate=3, draft_model="self:2")
+    llm = build_engine_llm(model, tokenizer, name="tiny", settings=settings, context_window=400)
+    caplog.set_level(logging.INFO, logger="harness.llm.engine.client")
+    async with llm:
+        outs = await asyncio.gather(*(llm.chat(r) for r in reqs))
+        assert [o.text for o in outs] == expected
+        stats = llm.spec_stats
+        assert stats is not None and stats.mode == "token" and stats.drafted > 0
+        assert stats.draft_tokens + stats.target_tokens == sum(
+            o.usage.completion_tokens for o in outs
+        )
+    assert "token speculation" in caplog.text and "drafts accepted" in caplog.text
+
+
+async def test_seeded_sampling_under_speculation_ignores_batching(tokenizer: Any) -> None:
+    settings = EngineSettings(kv_memory_gb=0.01, block_size=8, speculate=4)
+    llm = build_engine_llm(
+        near_model(0.3), tokenizer, name="tiny", settings=settings, context_window=400
+    )
+    s = Sampling(temperature=1.0, top_p=0.9, max_tokens=20, seed=7)
+    req = ChatRequest((Message("user", "sample me"),), sampling=s)
+    others = [_req(f"busy {i}", n=30) for i in range(3)]
+    async with llm:
+        alone = await llm.chat(req)
+        batched = await asyncio.gather(llm.chat(req), *(llm.chat(o) for o in others))
+        assert batched[0].text == alone.text
+
+
+async def test_step_speculation_through_engine_llm(tokenizer: Any) -> None:
+    settings = EngineSettings(
+        kv_memory_gb=0.01, block_size=8, conformal_alpha=0.3, step_max_tokens=6
+    )
+    llm = build_engine_llm(
+        near_model(0.3), tokenizer, name="tiny", settings=settings, context_window=400
+    )
+    assert isinstance(llm.engine.runner, SpeculativeRunner)
+    policy = llm.engine.runner.policy
+    assert isinstance(policy, StepPolicy)
+    assert tokenizer.encode("\n")[0] in policy.config.delimiter_ids
+    async with llm:
+        outs = await asyncio.gather(*(llm.chat(_req(f"step {i}", n=40)) for i in range(4)))
+        stats = llm.spec_stats
+        assert stats is not None and stats.steps_scored > 0
+        assert stats.draft_tokens + stats.target_tokens == sum(
+            o.usage.completion_tokens for o in outs
+        )
