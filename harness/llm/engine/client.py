@@ -3,6 +3,8 @@
 A background thread owns the engine and steps it while any request is live, so concurrent
 `chat()` calls from many programs share each forward pass. Results return to the caller's
 event loop through `call_soon_threadsafe`; the thread sleeps when there is nothing to do.
+`stream()` also gets a request's generated token ids after every step that added some, and
+turns them into text deltas on the caller's side (the engine thread never detokenizes).
 """
 
 from __future__ import annotations
@@ -13,14 +15,21 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from collections.abc import Sequence as Seq
 from typing import Any
 
 import torch
 
 from harness.errors import ContextTooLong, LLMError
-from harness.llm.base import ChatRequest, ChatResponse, FinishReason, Message, Usage
+from harness.llm.base import (
+    ChatRequest,
+    ChatResponse,
+    FinishReason,
+    Message,
+    TextDelta,
+    Usage,
+)
 from harness.llm.engine.clock import Clock
 from harness.llm.engine.config import EngineConfig, SpecConfig
 from harness.llm.engine.engine import Engine, RequestOutput
@@ -29,8 +38,10 @@ from harness.llm.engine.scheduler import DraftLen
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
 from harness.llm.engine.spec_policy import SpecStats
 from harness.llm.engine.speculative import SpeculativeRunner, speculative_runner
+from harness.llm.stops import StopScanner
 
 Deliver = Callable[[RequestOutput | BaseException], None]
+Progress = Callable[[tuple[int, ...]], None]  # the generated token ids so far
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # speculation statistics go to the log at most this often (and at close)
 
@@ -126,9 +137,10 @@ class EngineLLM:
         )
         self._last_log = time.monotonic()
         self._cv = threading.Condition()
-        self._incoming: list[tuple[int, EngineRequest, Deliver]] = []
+        self._incoming: list[tuple[int, EngineRequest, Deliver, Progress | None]] = []
         self._aborts: list[int] = []
         self._pending: dict[int, tuple[int, Deliver]] = {}  # engine id -> (key, deliver)
+        self._progress: dict[int, tuple[Progress, int]] = {}  # engine id -> (callback, sent)
         self._ids: dict[int, int] = {}  # key -> engine id
         self._keys = itertools.count()
         self._stopping = False
@@ -190,25 +202,7 @@ class EngineLLM:
     # -- the protocol -----------------------------------------------------------------------
     async def chat(self, request: ChatRequest) -> ChatResponse:
         t0 = time.monotonic()
-        prompt = encode_chat(self._tokenizer, request.messages)
-        limit = self.engine.scheduler.max_len
-        if len(prompt) >= limit:
-            raise ContextTooLong(
-                f"prompt is {len(prompt)} tokens but {self._name}'s context window is "
-                f"{limit} tokens",
-                hint="shorten the messages (less context, truncated tool output), or raise "
-                "max_model_len / the KV cache size",
-            )
-        s = request.sampling
-        ereq = EngineRequest(
-            prompt_ids=tuple(prompt),
-            max_tokens=max(1, min(s.max_tokens, limit - len(prompt))),  # room left in the window
-            sampling=SamplingParams(s.temperature, s.top_p, s.seed),
-            stop_fn=make_stop_fn(self._tokenizer, request.stop),
-            program_id=request.program_id,
-            last_turn=request.last_turn,
-            next_tool=request.next_tool,
-        )
+        ereq = self._request(request)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[RequestOutput] = loop.create_future()
 
@@ -224,6 +218,66 @@ class EngineLLM:
             raise
         text = self._tokenizer.decode(list(out.token_ids), skip_special_tokens=True)
         text, hit = cut_at_stop(text, request.stop)
+        return self._response(out, text, hit, t0)
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatResponse]:
+        """Text deltas as steps add tokens (held back where a stop string may be starting),
+        then the response. Closing the iterator early aborts the request."""
+        t0 = time.monotonic()
+        ereq = self._request(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[int, ...] | RequestOutput | BaseException] = asyncio.Queue()
+
+        def put(item: tuple[int, ...] | RequestOutput | BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        key = self._submit(ereq, put, put)
+        scanner = StopScanner(request.stop)
+        finished = False
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, RequestOutput):
+                    finished = True
+                    break
+                delta = scanner.update(self._tokenizer.decode(list(item), skip_special_tokens=True))
+                if delta:
+                    yield TextDelta(delta)
+        finally:
+            if not finished:
+                self._abort(key)
+        text, rest = scanner.finish(
+            self._tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
+        )
+        if rest:
+            yield TextDelta(rest)
+        yield self._response(item, text, scanner.stopped, t0)
+
+    def _request(self, request: ChatRequest) -> EngineRequest:
+        prompt = encode_chat(self._tokenizer, request.messages)
+        limit = self.engine.scheduler.max_len
+        if len(prompt) >= limit:
+            raise ContextTooLong(
+                f"prompt is {len(prompt)} tokens but {self._name}'s context window is "
+                f"{limit} tokens",
+                hint="shorten the messages (less context, truncated tool output), or raise "
+                "max_model_len / the KV cache size",
+            )
+        s = request.sampling
+        return EngineRequest(
+            prompt_ids=tuple(prompt),
+            max_tokens=max(1, min(s.max_tokens, limit - len(prompt))),  # room left in the window
+            sampling=SamplingParams(s.temperature, s.top_p, s.seed),
+            stop_fn=make_stop_fn(self._tokenizer, request.stop),
+            program_id=request.program_id,
+            last_turn=request.last_turn,
+            next_tool=request.next_tool,
+        )
+
+    def _response(self, out: RequestOutput, text: str, hit: bool, t0: float) -> ChatResponse:
         finish: FinishReason = "stop" if hit or out.finish_reason == "stop" else "length"
         return ChatResponse(
             text=text,
@@ -243,12 +297,14 @@ class EngineLLM:
         self._log_spec(force=True)
 
     # -- the background loop ----------------------------------------------------------------
-    def _submit(self, req: EngineRequest, deliver: Deliver) -> int:
+    def _submit(
+        self, req: EngineRequest, deliver: Deliver, progress: Progress | None = None
+    ) -> int:
         with self._cv:
             if self._stopping or self._failure is not None:
                 raise LLMError("the engine is closed", hint=str(self._failure or ""))
             key = next(self._keys)
-            self._incoming.append((key, req, deliver))
+            self._incoming.append((key, req, deliver, progress))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="harness-engine", daemon=True
@@ -278,7 +334,7 @@ class EngineLLM:
                         return
                     incoming, self._incoming = self._incoming, []
                     aborts, self._aborts = self._aborts, []
-                for key, req, deliver in incoming:
+                for key, req, deliver, progress in incoming:
                     try:
                         rid = self.engine.add_request(req)
                     except ValueError as e:
@@ -286,27 +342,45 @@ class EngineLLM:
                         continue
                     self._pending[rid] = (key, deliver)
                     self._ids[key] = rid
+                    if progress is not None:
+                        self._progress[rid] = (progress, 0)
                 for key in aborts:
                     if key in self._ids:
                         rid = self._ids.pop(key)
                         self.engine.abort(rid)
                         self._pending.pop(rid, None)
+                        self._progress.pop(rid, None)
                 if self.engine.has_unfinished():
                     for out in self.engine.step():
                         key, deliver = self._pending.pop(out.request_id)
                         self._ids.pop(key, None)
+                        self._progress.pop(out.request_id, None)
                         deliver(out)
+                    if self._progress:
+                        self._report_progress()
                     self._log_spec()
         except BaseException as e:  # a failed forward pass fails every request in flight
             with self._cv:
                 self._failure = e
             self._fail_all(LLMError(f"the engine loop failed: {e!r}"))
 
+    def _report_progress(self) -> None:
+        for seq in self.engine.scheduler.running:
+            entry = self._progress.get(seq.seq_id)
+            if entry is None:
+                continue
+            progress, sent = entry
+            generated = seq.generated
+            if len(generated) > sent:
+                self._progress[seq.seq_id] = (progress, len(generated))
+                progress(tuple(generated))
+
     def _fail_all(self, error: LLMError) -> None:
         pending = list(self._pending.values())
         self._pending.clear()
+        self._progress.clear()
         with self._cv:
-            pending += [(k, d) for k, _, d in self._incoming]
+            pending += [(k, d) for k, _, d, _ in self._incoming]
             self._incoming = []
         for _, deliver in pending:
             deliver(error)

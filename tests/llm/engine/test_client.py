@@ -144,3 +144,40 @@ async def test_step_speculation_through_engine_llm(tokenizer: Any) -> None:
         assert stats.draft_tokens + stats.target_tokens == sum(
             o.usage.completion_tokens for o in outs
         )
+
+
+async def test_stream_yields_deltas_step_by_step_that_add_up(tokenizer: Any) -> None:
+    from harness.llm.base import StreamingLLM, TextDelta
+
+    model = tiny_model()
+    async with EngineLLM(model, tokenizer, config=CFG) as llm:
+        assert isinstance(llm, StreamingLLM)
+        plain = _req("stream this", n=16)
+        whole = await llm.chat(plain)
+        events = [e async for e in llm.stream(plain)]
+        final = events[-1]
+        deltas = [e.text for e in events[:-1] if isinstance(e, TextDelta)]
+        assert len(deltas) == len(events) - 1 and len(deltas) >= 2  # not one lump
+        assert "".join(deltas) == final.text == whole.text  # type: ignore[union-attr]
+        assert (final.finish_reason, final.usage) == (whole.finish_reason, whole.usage)  # type: ignore[union-attr]
+        # A stop string: nothing at or past it is ever sent.
+        stop = whole.text[5:7]
+        events = [e async for e in llm.stream(_req("stream this", n=16, stop=(stop,)))]
+        sent = "".join(e.text for e in events[:-1] if isinstance(e, TextDelta))
+        assert sent == events[-1].text == whole.text[: whole.text.find(stop)]  # type: ignore[union-attr]
+        assert events[-1].finish_reason == "stop"  # type: ignore[union-attr]
+
+
+async def test_closing_a_stream_early_aborts_its_request(tokenizer: Any) -> None:
+    async with EngineLLM(tiny_model(), tokenizer, config=CFG) as llm:
+        stream = llm.stream(_req("a long one", n=200))
+        first = await stream.__anext__()
+        assert first.text  # type: ignore[union-attr]
+        await stream.aclose()  # type: ignore[attr-defined]
+        for _ in range(200):
+            if not llm.engine.has_unfinished() and not llm._pending:
+                break
+            await asyncio.sleep(0.01)
+        assert not llm.engine.has_unfinished() and not llm._pending and not llm._progress
+        # ... and the engine keeps serving.
+        assert (await llm.chat(_req("next", n=4))).usage.completion_tokens >= 1
