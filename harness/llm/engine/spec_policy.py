@@ -10,7 +10,8 @@ that maximises the expected tokens per unit of time,
     E[tokens](k) / cost(k) = ((1 - a^(k+1)) / (1 - a)) / (1 + c * k)
 
 (Leviathan et al.; `c` = draft / target time per token). When no `k >= 1` beats plain
-decoding, the sequence decodes alone and probes with `k = 1` every few rounds. A program's
+decoding, the sequence decodes alone and probes with `k = 1` every few rounds, backing off
+(4, 8, ... 64 rounds) while probes keep failing at their first token. A program's
 estimate carries over to its next turn. A batched step runs as many draft forwards as its
 longest row and pads verification to it, so a greedy row that drafts at all drafts as far as
 the largest k of the step before (free tokens; greedy output does not depend on k). Sampled
@@ -36,7 +37,8 @@ from harness.llm.engine.sequence import SamplingParams, Sequence
 PRIOR_ACCEPT = 0.6  # acceptance rate assumed before a sequence (or its program) has data
 PRIOR_WEIGHT = 4.0  # in tested tokens: one early rejection must not switch drafting off
 DECAY = 0.95  # per round: the estimate follows the last ~20 rounds
-PROBE_EVERY = 4  # rounds between k = 1 probes when speculation does not pay
+PROBE_EVERY = 4  # rounds between k = 1 probes when speculation does not pay ...
+PROBE_MAX = 64  # ... doubling up to this while every probe fails at its first token
 MAX_PROGRAMS = 4096
 
 
@@ -124,6 +126,7 @@ class Acceptance:
     accepted: float = PRIOR_ACCEPT * PRIOR_WEIGHT
     tested: float = PRIOR_WEIGHT
     idle_rounds: int = 0  # rounds since the last one that drafted
+    probe_every: int = PROBE_EVERY  # idle rounds before a k = 1 probe
 
     @property
     def rate(self) -> float:
@@ -134,6 +137,8 @@ class Acceptance:
             self.idle_rounds += 1
             return
         self.idle_rounds = 0
+        # A draft whose first token fails waits longer before its next probe.
+        self.probe_every = PROBE_EVERY if accepted else min(2 * self.probe_every, PROBE_MAX)
         self.accepted = DECAY * self.accepted + accepted
         self.tested = DECAY * self.tested + accepted + (1 if accepted < drafted else 0)
 
@@ -168,7 +173,11 @@ class TokenPolicy:
         if est is None:
             pid = seq.program_id
             prior = self._programs.get(pid) if pid is not None else None
-            est = Acceptance(prior.accepted, prior.tested) if prior else Acceptance()
+            est = (
+                Acceptance(prior.accepted, prior.tested, probe_every=prior.probe_every)
+                if prior
+                else Acceptance()
+            )
             self._seqs[seq.seq_id] = est
             if pid is not None:
                 self._program_of[seq.seq_id] = pid
@@ -181,7 +190,7 @@ class TokenPolicy:
         else:
             est = self.acceptance(seq)
             k = best_k(est.rate, cfg.cost_ratio, cfg.k)
-            if k == 0 and est.idle_rounds >= PROBE_EVERY:
+            if k == 0 and est.idle_rounds >= est.probe_every:
                 k = 1
             self._step_max = max(self._step_max, k)
             if k > 0 and seq.request.sampling.greedy:

@@ -9,6 +9,7 @@ from harness.llm.engine.sequence import EngineRequest, SamplingParams, Sequence
 from harness.llm.engine.spec_policy import (
     DECAY,
     PROBE_EVERY,
+    PROBE_MAX,
     Acceptance,
     RowResult,
     StepPolicy,
@@ -50,13 +51,36 @@ def test_k_follows_each_sequences_own_acceptance() -> None:
         policy.decide(bad, RowResult((7,) * 4, accepted=0, next_token=8))
     assert policy.draft_len(good) == 6
     assert policy.draft_len(bad) == 0
-    for _ in range(PROBE_EVERY):  # rounds without drafts: then a probe with k = 1
+    # Every draft of `bad` failed at its first token: probes have backed off to the maximum.
+    for _ in range(PROBE_MAX - 1):
         policy.decide(bad, RowResult((), accepted=0, next_token=8))
-    assert policy.draft_len(bad) == 1
+        assert policy.draft_len(bad) == 0
+    policy.decide(bad, RowResult((), accepted=0, next_token=8))
+    assert policy.draft_len(bad) == 1  # a probe with k = 1
+    policy.decide(bad, RowResult((7,), accepted=1, next_token=8))  # it succeeds ...
+    assert policy.acceptance(bad).probe_every == PROBE_EVERY  # ... probing is frequent again
     assert policy.draft_len(_seq(2, generated=97)) == 2  # one short of max_tokens
     stats = policy.stats()
-    assert stats.drafted == 240 and stats.accepted == 120 and stats.draft_tokens == 120
-    assert stats.target_tokens == 60 + PROBE_EVERY and stats.acceptance_rate == 0.5
+    assert stats.drafted == 241 and stats.accepted == 121 and stats.draft_tokens == 121
+    assert stats.target_tokens == 60 + PROBE_MAX + 1
+
+
+def test_failed_probes_back_off_and_a_program_keeps_its_interval() -> None:
+    policy = TokenPolicy(SpecConfig(k=4, cost_ratio=0.5))
+    seq = _seq(0, program_id="p")
+    intervals = []
+    for _ in range(6):  # a draft that never agrees: each probe fails at its first token
+        idle = 0
+        while policy.draft_len(seq) == 0:
+            policy.decide(seq, RowResult((), accepted=0, next_token=8))
+            idle += 1
+        policy.decide(seq, RowResult((7,) * policy.draft_len(seq), accepted=0, next_token=8))
+        intervals.append(idle)
+    # The prior drafts at once; then 8, 16, 32 idle rounds between probes, capped at 64.
+    assert intervals == [0, 2 * PROBE_EVERY, 4 * PROBE_EVERY, 8 * PROBE_EVERY, PROBE_MAX, PROBE_MAX]
+    assert policy.acceptance(seq).probe_every == PROBE_MAX
+    policy.release(seq.seq_id)
+    assert policy.acceptance(_seq(1, program_id="p")).probe_every == PROBE_MAX
 
 
 def test_a_programs_estimate_carries_to_its_next_turn() -> None:
