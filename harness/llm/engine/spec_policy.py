@@ -11,7 +11,7 @@ that maximises the expected tokens per unit of time,
 
 (Leviathan et al.; `c` = draft / target time per token). When no `k >= 1` beats plain
 decoding, the sequence decodes alone and probes with `k = 1` every few rounds, backing off
-(4, 8, ... 64 rounds) while probes keep failing at their first token. A program's
+(4, 8, ... 64 rounds) while the probes keep failing at their first token. A program's
 estimate carries over to its next turn. A batched step runs as many draft forwards as its
 longest row and pads verification to it, so a greedy row that drafts at all drafts as far as
 the largest k of the step before (free tokens; greedy output does not depend on k). Sampled
@@ -127,6 +127,7 @@ class Acceptance:
     tested: float = PRIOR_WEIGHT
     idle_rounds: int = 0  # rounds since the last one that drafted
     probe_every: int = PROBE_EVERY  # idle rounds before a k = 1 probe
+    probing: bool = False  # this round drafts only to probe
 
     @property
     def rate(self) -> float:
@@ -137,8 +138,12 @@ class Acceptance:
             self.idle_rounds += 1
             return
         self.idle_rounds = 0
-        # A draft whose first token fails waits longer before its next probe.
-        self.probe_every = PROBE_EVERY if accepted else min(2 * self.probe_every, PROBE_MAX)
+        # A probe that fails at its first token waits longer before the next one.
+        if accepted:
+            self.probe_every = PROBE_EVERY
+        elif self.probing:
+            self.probe_every = min(2 * self.probe_every, PROBE_MAX)
+        self.probing = False
         self.accepted = DECAY * self.accepted + accepted
         self.tested = DECAY * self.tested + accepted + (1 if accepted < drafted else 0)
 
@@ -190,7 +195,8 @@ class TokenPolicy:
         else:
             est = self.acceptance(seq)
             k = best_k(est.rate, cfg.cost_ratio, cfg.k)
-            if k == 0 and est.idle_rounds >= est.probe_every:
+            est.probing = k == 0 and est.idle_rounds >= est.probe_every
+            if est.probing:
                 k = 1
             self._step_max = max(self._step_max, k)
             if k > 0 and seq.request.sampling.greedy:

@@ -51,18 +51,15 @@ def test_k_follows_each_sequences_own_acceptance() -> None:
         policy.decide(bad, RowResult((7,) * 4, accepted=0, next_token=8))
     assert policy.draft_len(good) == 6
     assert policy.draft_len(bad) == 0
-    # Every draft of `bad` failed at its first token: probes have backed off to the maximum.
-    for _ in range(PROBE_MAX - 1):
+    for _ in range(PROBE_EVERY):  # rounds without drafts: then a probe with k = 1
         policy.decide(bad, RowResult((), accepted=0, next_token=8))
-        assert policy.draft_len(bad) == 0
-    policy.decide(bad, RowResult((), accepted=0, next_token=8))
-    assert policy.draft_len(bad) == 1  # a probe with k = 1
-    policy.decide(bad, RowResult((7,), accepted=1, next_token=8))  # it succeeds ...
-    assert policy.acceptance(bad).probe_every == PROBE_EVERY  # ... probing is frequent again
+    assert policy.draft_len(bad) == 1
+    policy.decide(bad, RowResult((7,), accepted=1, next_token=8))  # the probe succeeds
+    assert policy.acceptance(bad).probe_every == PROBE_EVERY
     assert policy.draft_len(_seq(2, generated=97)) == 2  # one short of max_tokens
     stats = policy.stats()
     assert stats.drafted == 241 and stats.accepted == 121 and stats.draft_tokens == 121
-    assert stats.target_tokens == 60 + PROBE_MAX + 1
+    assert stats.target_tokens == 60 + PROBE_EVERY + 1
 
 
 def test_failed_probes_back_off_and_a_program_keeps_its_interval() -> None:
@@ -76,8 +73,9 @@ def test_failed_probes_back_off_and_a_program_keeps_its_interval() -> None:
             idle += 1
         policy.decide(seq, RowResult((7,) * policy.draft_len(seq), accepted=0, next_token=8))
         intervals.append(idle)
-    # The prior drafts at once; then 8, 16, 32 idle rounds between probes, capped at 64.
-    assert intervals == [0, 2 * PROBE_EVERY, 4 * PROBE_EVERY, 8 * PROBE_EVERY, PROBE_MAX, PROBE_MAX]
+    # The prior drafts at once (not a probe); then 4, 8, 16, 32 idle rounds, capped at 64.
+    assert intervals == [0, PROBE_EVERY, 2 * PROBE_EVERY, 4 * PROBE_EVERY, 8 * PROBE_EVERY, 64]
+    assert PROBE_MAX == 64
     assert policy.acceptance(seq).probe_every == PROBE_MAX
     policy.release(seq.seq_id)
     assert policy.acceptance(_seq(1, program_id="p")).probe_every == PROBE_MAX
