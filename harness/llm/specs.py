@@ -131,11 +131,7 @@ async def make_llm(
         spec = parse_spec(spec, store_names=store.catalog.keys() if store else CATALOG.keys())
     name = spec.target if spec.kind in ("hf", "store") else str(spec)
     if spec.kind == "store":
-        if store is None:
-            raise ModelSpecError(f"{spec.target!r} names a stored model but no store was given")
-        if fetch_missing:
-            await store.ensure(spec.target)
-        spec = resolve_store(spec, store)
+        spec = await _from_store(spec, store, fetch_missing, repr(spec.target))
     if spec.kind == "hf":
         settings = engine or EngineSettings()
         draft = await _draft_spec(settings, store, fetch_missing)
@@ -158,6 +154,17 @@ async def make_llm(
     return ScriptedLLM.from_file(Path(spec.target))
 
 
+async def _from_store(
+    spec: ModelSpec, store: ModelStore | None, fetch_missing: bool, what: str
+) -> ModelSpec:
+    """The `hf:` spec of a stored model's local files (fetched first when allowed)."""
+    if store is None:
+        raise ModelSpecError(f"{what} names a stored model but no store was given")
+    if fetch_missing:
+        await store.ensure(spec.target)
+    return resolve_store(spec, store)
+
+
 async def _draft_spec(
     engine: EngineSettings, store: ModelStore | None, fetch_missing: bool
 ) -> ModelSpec | None:
@@ -167,11 +174,7 @@ async def _draft_spec(
         return None
     draft = parse_spec(named, store_names=store.catalog.keys() if store else CATALOG.keys())
     if draft.kind == "store":
-        if store is None:
-            raise ModelSpecError(f"draft model {named!r} names a stored model but no store")
-        if fetch_missing:
-            await store.ensure(draft.target)
-        draft = resolve_store(draft, store)
+        draft = await _from_store(draft, store, fetch_missing, f"draft model {named!r}")
     if draft.kind != "hf":
         raise ModelSpecError(
             f"draft model {named!r} must run in process (hf: or a store name)",

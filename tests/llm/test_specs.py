@@ -147,5 +147,7 @@ async def test_draft_models_load_beside_the_target(tiny_model_dir: Path) -> None
     await llm.aclose()
     with pytest.raises(ModelSpecError, match="must run in process"):
         await make_llm(spec, engine=EngineSettings(draft_model="openai:small"))
+    with pytest.raises(ModelSpecError, match=f"draft model '{DEFAULT_MODEL}' names a stored"):
+        await make_llm(spec, engine=EngineSettings(draft_model=DEFAULT_MODEL))
     with pytest.raises(ConfigError, match="needs the in-process engine"):
         await make_llm(spec, device="cpu", engine=EngineSettings(enabled=False, speculate=4))
