@@ -1,13 +1,16 @@
 """Where jobs run: in this process (local) or fanned out over a Ray cluster (ray).
 
-Both run the same `Worker.run(job)`; the Ray executor ships the job and the config to a
-worker process on some node, which builds its own Worker there (its own sandboxes, clones
-and images) and sends back the records and log texts, never host paths to read.
+Both run the same `Worker.run(job)`. The Ray executor keeps a pool of actors, one CPU each,
+on whatever nodes have room; each builds one Worker on its node (its own sandboxes, clones,
+images and solver, so a loaded model serves every job the actor runs) and sends back the
+records and log texts, never host paths to read. A job runs on an idle actor, or a new one
+when none is idle; a cancelled job's actor is killed (its sandboxes go with their leases).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -52,18 +55,27 @@ class LocalExecutor:
         return await self._worker.run(job)
 
 
-def _run_on_node(config: EvalConfig, factory: SolverFactory | None, job: Job) -> JobResult:
-    """Body of the Ray task: a fresh event loop and Worker for one job on some node."""
+class _NodeWorker:
+    """Body of a Ray actor: one Worker, entered on the first job, for every job it runs."""
 
-    async def go() -> JobResult:
-        async with Worker(config, factory) as worker:
-            return await worker.run(job)
+    def __init__(self, config: EvalConfig, factory: SolverFactory | None) -> None:
+        self._worker = Worker(config, factory)
+        self._entered = False
 
-    return asyncio.run(go())
+    async def run(self, job: Job) -> JobResult:
+        if not self._entered:
+            await self._worker.__aenter__()
+            self._entered = True
+        return await self._worker.run(job)
+
+    async def close(self) -> None:
+        if self._entered:
+            self._entered = False
+            await self._worker.__aexit__(None, None, None)
 
 
 class RayExecutor:
-    """Jobs run as Ray tasks (one CPU each) on whatever node has room.
+    """Jobs run on a pool of Ray actors (one CPU each) on whatever nodes have room.
 
     `address` None starts a local Ray instance sized to `num_cpus` (tests, one machine);
     otherwise connects to a running cluster (`ray start --head` on one node, `ray start
@@ -71,6 +83,7 @@ class RayExecutor:
     """
 
     name = "ray"
+    close_timeout_s = 120.0  # for an actor to close its Worker (unload a model, containers)
 
     def __init__(
         self,
@@ -84,8 +97,11 @@ class RayExecutor:
         self.solver_factory = solver_factory
         self.address = address
         self.num_cpus = num_cpus
-        self._remote: Any = None
+        self._actor_class: Any = None
+        self._idle: list[Any] = []  # actors between jobs
+        self._busy: set[Any] = set()
         self._started = False
+        self.actors_started = 0
 
     async def __aenter__(self) -> RayExecutor:
         try:
@@ -111,29 +127,56 @@ class RayExecutor:
                 where = self.address or "a local instance"
                 raise ConfigError(f"could not start Ray ({where}): {exc}") from exc
             self._started = True
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_run_on_node)
+        # One job at a time per actor: it holds one CPU, like a task would.
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0, "max_concurrency": 1}
+        self._actor_class = ray.remote(_NodeWorker).options(**options)
         return self
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._started:
-            import ray
+        import ray
 
+        idle, self._idle = self._idle, []
+        if idle:
+            refs = [actor.close.remote() for actor in idle]
+            with contextlib.suppress(Exception):  # a dead actor, a slow close: kill it anyway
+                await asyncio.wait_for(asyncio.gather(*refs), self.close_timeout_s)
+        for actor in [*idle, *self._busy]:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+        self._busy.clear()
+        self._actor_class = None
+        if self._started:
             await asyncio.to_thread(ray.shutdown)
             self._started = False
 
-    async def run(self, job: Job) -> JobResult:
-        if self._remote is None:
-            raise RuntimeError("use the RayExecutor as `async with`")
-        ref = self._remote.remote(self.config, self.solver_factory, job)
-        try:
-            result: JobResult = await ref
-        except asyncio.CancelledError:
-            import ray
+    @property
+    def actors(self) -> int:
+        """Actors alive now (idle or running a job)."""
+        return len(self._idle) + len(self._busy)
 
-            ray.cancel(ref, force=True)
+    async def run(self, job: Job) -> JobResult:
+        if self._actor_class is None:
+            raise RuntimeError("use the RayExecutor as `async with`")
+        import ray
+
+        if self._idle:
+            actor = self._idle.pop()
+        else:
+            actor = self._actor_class.remote(self.config, self.solver_factory)
+            self.actors_started += 1
+        self._busy.add(actor)
+        try:
+            result: JobResult = await actor.run.remote(job)
+        except BaseException:
+            # Cancelled, or the actor died: it does not come back to the pool.
+            self._busy.discard(actor)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
             raise
+        self._busy.discard(actor)
+        self._idle.append(actor)
         return result
 
 

@@ -1,4 +1,5 @@
-"""The Ray executor (a local Ray instance, 2 CPUs) gives the same records as the local one."""
+"""The Ray executor (a local Ray instance, 2 CPUs) gives the same records as the local one,
+reusing its actors across jobs."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ async def test_ray_and_local_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         out = tmp_path / name
         async with executor:
             await Batch(out, executor, workers=2).run(insts, unknown=["nope-1"])
+            if isinstance(executor, RayExecutor):
+                # 2 solves and 8 grades on at most 2 actors: workers (and loaded models) are
+                # reused across jobs, not rebuilt per job.
+                assert 1 <= executor.actors_started <= 2 and executor.actors <= 2
         grades = {
             (g.instance_id, g.candidate_id): (g.status, g.fail_to_pass, g.pass_to_pass)
             for g in read_grades(out / GRADES)
