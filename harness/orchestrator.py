@@ -126,6 +126,7 @@ class Orchestrator:
         if not (run_dir / "task.json").exists():
             self.prepare(run_dir, task, self.config)
         timings = Timings()
+        spec_before = speculation_stats(self.llm)
         cfg = self.config
         spec = SandboxSpec(
             repo=Path(task.repo),
@@ -160,7 +161,9 @@ class Orchestrator:
             since = timings.mark("voting_tail", since)
             selection = await self._select(task, pristine, runner, matrix, run_dir)
             timings.mark("selection", since)
-        return self._finish(task, run_dir, samples, matrix, selection, timings)
+        spec_after = speculation_stats(self.llm)
+        speculation = spec_after.since(spec_before).to_json() if spec_after is not None else None
+        return self._finish(task, run_dir, samples, matrix, selection, timings, speculation)
 
     async def _context(self, task: Task, pristine: Sandbox, run_dir: Path) -> str:
         path = run_dir / "context.json"
@@ -347,6 +350,7 @@ class Orchestrator:
         matrix: Matrix,
         selection: Selection | None,
         timings: Timings,
+        speculation: dict[str, Any] | None = None,
     ) -> SolveResult:
         for sample in samples:
             if sample.candidate is None:
@@ -422,6 +426,8 @@ class Orchestrator:
             ],
             "message": message,
         }
+        if speculation is not None:
+            summary["speculation"] = speculation
         write_json(run_dir / "summary.json", summary)
         write_report(run_dir, task, result, summary, matrix, selection)
         return result
@@ -429,6 +435,18 @@ class Orchestrator:
     def _emit(self, source: str, event: dict[str, Any]) -> None:
         if self.observer is not None:
             self.observer(source, event)
+
+
+def speculation_stats(llm: object) -> Any:
+    """The draft/target counters of the engine behind `llm` (through wrappers such as the
+    budget's `.inner`), or None when it does not speculate. Engine-wide: runs sharing one
+    engine at the same time count in each other's span."""
+    for _ in range(8):
+        stats = getattr(llm, "spec_stats", None)
+        if stats is not None or not hasattr(llm, "inner"):
+            return stats
+        llm = llm.inner  # type: ignore[attr-defined]
+    return None
 
 
 def _verified(matrix: Matrix, winner: Candidate) -> bool:

@@ -158,4 +158,22 @@ def write_report(
     ]
     for stage, seconds in summary["timings_s"].items():
         lines.append(f"  - {stage}: {seconds:.1f} s")
+    spec = summary.get("speculation")
+    if spec:
+        lines += ["", "## Draft/target decoding", ""]
+        lines.append(
+            f"- output tokens: {spec['draft_tokens']:,} by the draft, "
+            f"{spec['target_tokens']:,} by the target ({spec['draft_share']:.0%} drafted)"
+        )
+        if spec["mode"] == "step":
+            lines.append(
+                f"- steps: {spec['steps_scored']:,} scored, {spec['steps_accepted']:,} accepted, "
+                f"{spec['steps_rejected']:,} rejected (realized rate {spec['rejection_rate']:.3f}"
+                f" at alpha {spec['alpha']}), {spec['resamples']:,} resampled"
+            )
+        if spec["drafted"]:
+            lines.append(
+                f"- token-level: {spec['accepted']:,} of {spec['drafted']:,} drafts accepted "
+                f"({spec['acceptance_rate']:.1%}) in {spec['rounds']:,} rounds"
+            )
     write_text(run_dir / "report.md", "\n".join(lines) + "\n")

@@ -146,3 +146,64 @@ async def test_malformed_model_output_becomes_observations(
     assert result.status == "no_patch" and "no sample produced" in result.message
     log = (tmp_path / "run" / "trajectories" / "sample-00.jsonl").read_text()
     assert "reply with exactly one of" in log or "Your edit was not applied" in log
+
+
+async def test_a_speculating_engine_reports_draft_and_target_work(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path
+) -> None:
+    """A real engine (tiny random Qwen2, self-draft of 1 layer, ATTS at alpha 0.2) behind the
+    budget: the run's summary and report say what the draft and the target wrote."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from harness.llm.engine.client import EngineLLM
+    from harness.llm.engine.config import EngineConfig, SpecConfig
+    from tests.llm.engine.conftest import VOCAB, byte_tokenizer
+
+    torch.manual_seed(0)
+    window = 1 << 16  # the byte tokenizer makes every character a token
+    model = Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=window,
+        )
+    ).eval()
+    engine = EngineLLM(
+        model,
+        byte_tokenizer(),
+        config=EngineConfig(
+            block_size=16, num_blocks=window // 16, max_batched_tokens=4096, max_model_len=window
+        ),
+        speculation=SpecConfig(k=2, conformal_alpha=0.2, step_max_tokens=8),
+        self_draft_layers=1,
+    )
+    task = await example_task(cache_dir)
+    config = load_config(
+        None,
+        [
+            "samples=1",
+            "context.enabled=false",
+            "testing.max_turns=1",
+            "editing.max_turns=1",
+            "selection.max_turns=1",
+            "testing.max_tokens=48",
+            "editing.max_tokens=48",
+            "selection.max_tokens=48",
+        ],
+    )
+    llm = BudgetedLLM(engine, Budget())
+    try:
+        await Orchestrator(config, llm, docker_backend).solve(task, tmp_path / "run")
+    finally:
+        await llm.aclose()
+    spec = json.loads((tmp_path / "run" / "summary.json").read_text())["speculation"]
+    assert spec["mode"] == "step" and spec["alpha"] == 0.2
+    assert spec["steps_scored"] == spec["steps_accepted"] + spec["steps_rejected"] > 0
+    assert spec["draft_tokens"] > 0 and spec["target_tokens"] > 0
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Draft/target decoding" in report and "steps:" in report

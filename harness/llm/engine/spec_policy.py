@@ -27,8 +27,8 @@ drafts to its end).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Protocol
 
 from harness.llm.engine.config import SpecConfig
 from harness.llm.engine.conformal import ConformalCalibrator
@@ -82,6 +82,33 @@ class SpecStats:
     def draft_share(self) -> float:
         total = self.draft_tokens + self.target_tokens
         return self.draft_tokens / total if total else 0.0
+
+    def since(self, before: SpecStats | None) -> SpecStats:
+        """The counters added after the snapshot `before` (threshold and alpha: now)."""
+        if before is None:
+            return self
+        counters = (
+            "rounds",
+            "drafted",
+            "accepted",
+            "draft_tokens",
+            "target_tokens",
+            "steps_scored",
+            "steps_accepted",
+            "steps_rejected",
+            "resamples",
+        )
+        delta = {name: getattr(self, name) - getattr(before, name) for name in counters}
+        return replace(self, **delta)
+
+    def to_json(self) -> dict[str, Any]:
+        """The counters plus the derived rates (what summary.json and the report show)."""
+        data: dict[str, Any] = asdict(self)
+        data["acceptance_rate"] = round(self.acceptance_rate, 4)
+        data["draft_share"] = round(self.draft_share, 4)
+        if self.mode == "step":
+            data["rejection_rate"] = round(self.rejection_rate, 4)
+        return data
 
 
 class SpecPolicy(Protocol):

@@ -189,3 +189,30 @@ def test_a_target_step_drafts_to_its_end_while_other_rows_draft_steps() -> None:
     assert policy.draft_len(seq) == 4  # the 5 tokens this step has left - 1
     policy.end_step(0)  # no row drafts steps: back to k
     assert policy.draft_len(seq) == 2
+
+
+def test_stats_since_a_snapshot_and_as_json() -> None:
+    from harness.llm.engine.spec_policy import SpecStats
+
+    before = SpecStats("step", rounds=3, drafted=4, accepted=2, draft_tokens=10, steps_scored=2)
+    after = SpecStats(
+        "step",
+        rounds=5,
+        drafted=10,
+        accepted=5,
+        draft_tokens=30,
+        target_tokens=10,
+        steps_scored=10,
+        steps_accepted=8,
+        steps_rejected=2,
+        threshold=1.5,
+        alpha=0.2,
+    )
+    delta = after.since(before)
+    assert (delta.rounds, delta.drafted, delta.accepted, delta.draft_tokens) == (2, 6, 3, 20)
+    assert (delta.steps_scored, delta.threshold, delta.alpha) == (8, 1.5, 0.2)
+    assert after.since(None) is after
+    data = delta.to_json()
+    assert data["acceptance_rate"] == 0.5 and data["draft_share"] == round(20 / 30, 4)
+    assert data["rejection_rate"] == 0.25 and data["mode"] == "step"
+    assert "rejection_rate" not in SpecStats("token").to_json()
