@@ -51,9 +51,15 @@ async def test_models_and_health(tiny_llm: LocalLLM) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
-async def test_stream_sends_openai_chunks_that_add_up_to_the_answer(tiny_llm: LocalLLM) -> None:
+@pytest.fixture(params=["generate", "engine"])
+def streaming_llm(request: pytest.FixtureRequest) -> Any:
+    """The tiny model on plain `generate` and on the engine: both stream as they decode."""
+    return request.getfixturevalue("tiny_llm" if request.param == "generate" else "tiny_engine")
+
+
+async def test_stream_sends_openai_chunks_that_add_up_to_the_answer(streaming_llm: Any) -> None:
     body = {**CHAT, "max_tokens": 24, "stream": True, "stream_options": {"include_usage": True}}
-    async with serving(tiny_llm) as url, httpx.AsyncClient() as http:
+    async with serving(streaming_llm) as url, httpx.AsyncClient() as http:
         whole = (await http.post(f"{url}/chat/completions", json={**CHAT, "max_tokens": 24})).json()
         reply = await http.post(f"{url}/chat/completions", json=body)
     assert reply.headers["content-type"].startswith("text/event-stream")
@@ -65,13 +71,14 @@ async def test_stream_sends_openai_chunks_that_add_up_to_the_answer(tiny_llm: Lo
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     content = [c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]]
     assert "".join(content) == whole["choices"][0]["message"]["content"]
+    assert sum(1 for piece in content if piece) > 1  # pieces as they decode, not one lump
     finish = chunks[-2]["choices"][0]
     assert finish["delta"] == {} and finish["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 24
 
 
-async def test_stream_with_a_stop_string_never_shows_it(tiny_llm: LocalLLM) -> None:
-    async with serving(tiny_llm) as url, httpx.AsyncClient() as http:
+async def test_stream_with_a_stop_string_never_shows_it(streaming_llm: Any) -> None:
+    async with serving(streaming_llm) as url, httpx.AsyncClient() as http:
         full = (await http.post(f"{url}/chat/completions", json={**CHAT, "max_tokens": 40})).json()
         text = full["choices"][0]["message"]["content"]
         stop = stop_string_from(text)
