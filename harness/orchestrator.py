@@ -399,6 +399,7 @@ class Orchestrator:
             duration_s=duration,
             message=message,
             stage_s=dict(timings.stages),
+            speculation=speculation,
         )
         summary: dict[str, Any] = {
             "task_id": task.task_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class SolveResult:
     duration_s: float = 0.0
     message: str = ""  # why there is no patch, or what went wrong
     stage_s: dict[str, float] = field(default_factory=dict, hash=False)  # context, samples, ...
+    # Draft/target decoding counters of the run (SpecStats.to_json), when the engine speculates
+    speculation: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     @property
     def report_path(self) -> Path:

@@ -198,10 +198,11 @@ async def test_a_speculating_engine_reports_draft_and_target_work(
     )
     llm = BudgetedLLM(engine, Budget())
     try:
-        await Orchestrator(config, llm, docker_backend).solve(task, tmp_path / "run")
+        result = await Orchestrator(config, llm, docker_backend).solve(task, tmp_path / "run")
     finally:
         await llm.aclose()
     spec = json.loads((tmp_path / "run" / "summary.json").read_text())["speculation"]
+    assert result.speculation == spec  # what `harness eval` records per instance
     assert spec["mode"] == "step" and spec["alpha"] == 0.2
     assert spec["steps_scored"] == spec["steps_accepted"] + spec["steps_rejected"] > 0
     assert spec["draft_tokens"] > 0 and spec["target_tokens"] > 0

@@ -124,6 +124,7 @@ class SolveRecord:
     run_dir: str = ""
     model: str = ""
     stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
+    speculation: Mapping[str, Any] | None = None  # draft/target counters (SpecStats.to_json)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -142,6 +143,7 @@ class SolveRecord:
             run_dir=str(data.get("run_dir", "")),
             model=str(data.get("model", "")),
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
+            speculation=data.get("speculation") or None,
         )
 
 

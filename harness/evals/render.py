@@ -10,6 +10,7 @@ import base64
 import html
 import re
 from pathlib import Path
+from typing import Any
 
 from harness.evals.report import Report
 
@@ -18,6 +19,29 @@ PLOTS = ("scaling.png", "statuses.png", "stages.png")
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _speculation_lines(spec: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Draft/target decoding",
+        "",
+        f"{spec['runs']} solve(s) speculated ({', '.join(spec['modes'])}). Output tokens: "
+        f"{spec['draft_tokens']:,} by the draft, {spec['target_tokens']:,} by the target "
+        f"({_pct(spec['draft_share'])} drafted).",
+    ]
+    if spec["drafted"]:
+        lines.append(
+            f"Token level: {spec['accepted']:,} of {spec['drafted']:,} drafts accepted "
+            f"({_pct(spec['acceptance_rate'])})."
+        )
+    if spec["steps_scored"]:
+        alphas = ", ".join(str(a) for a in spec["alphas"]) or "-"
+        lines.append(
+            f"Step level: {spec['steps_scored']:,} steps scored, {spec['steps_rejected']:,} "
+            f"rejected (realized rate {spec['rejection_rate']:.3f}; alpha {alphas}), "
+            f"{spec['resamples']:,} resampled."
+        )
+    return lines
 
 
 def markdown(r: Report) -> str:
@@ -60,6 +84,8 @@ def markdown(r: Report) -> str:
             *(f"| {p.samples} | {_pct(p.coverage)} | {_pct(p.voted)} |" for p in r.scaling),
             "",
         ]
+    if r.speculation:
+        lines += [*_speculation_lines(r.speculation), ""]
     total = sum(r.stage_s.values()) or 1.0
     lines += [
         "## Time per stage",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import comb
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.evals.batch import GRADES, RUN_JSON, SOLVES
 from harness.evals.records import GradeResult, SolveRecord, read_grades, read_solves
+from harness.llm.engine.spec_policy import SPEC_COUNTERS
 
 STAGES = ("env_image", "checkout", "apply", "tests")
 
@@ -51,6 +52,7 @@ class Report:
     tokens: int
     cost_usd: float
     meta: dict[str, Any] = field(default_factory=dict)
+    speculation: dict[str, Any] | None = None  # draft/target counters summed over the solves
 
     @property
     def total(self) -> int:
@@ -179,4 +181,25 @@ def build_report(
         tokens=sum(s.tokens for s in solves.values()),
         cost_usd=sum(s.cost_usd for s in solves.values()),
         meta=meta,
+        speculation=speculation_totals(s.speculation for s in solves.values()),
     )
+
+
+def speculation_totals(
+    records: Iterable[Mapping[str, Any] | None],
+) -> dict[str, Any] | None:
+    """Counters summed over the solves that speculated, with the overall rates."""
+    runs = [r for r in records if r]
+    if not runs:
+        return None
+    total: dict[str, Any] = {k: sum(int(r.get(k, 0)) for r in runs) for k in SPEC_COUNTERS}
+    total["runs"] = len(runs)
+    total["modes"] = sorted({str(r.get("mode")) for r in runs})
+    alphas = sorted({r["alpha"] for r in runs if r.get("alpha") is not None})
+    total["alphas"] = alphas
+    written = total["draft_tokens"] + total["target_tokens"]
+    total["draft_share"] = total["draft_tokens"] / written if written else 0.0
+    total["acceptance_rate"] = total["accepted"] / total["drafted"] if total["drafted"] else 0.0
+    scored = total["steps_scored"]
+    total["rejection_rate"] = total["steps_rejected"] / scored if scored else None
+    return total

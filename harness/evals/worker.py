@@ -181,5 +181,6 @@ class Worker:
             run_dir=str(result.run_dir),
             model=model,
             stage_s=dict(result.stage_s),
+            speculation=result.speculation,
         )
         return SolveOutcome(record)

@@ -79,3 +79,36 @@ def test_torn_lines_are_skipped_and_the_next_append_starts_clean(tmp_path: Path)
 def test_report_needs_a_run_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no grades\.jsonl"):
         load_report(tmp_path)
+
+
+def test_speculation_counters_add_up_over_the_solves(tmp_path: Path) -> None:
+    from harness.llm.engine.spec_policy import SpecStats
+
+    run = tmp_path / "run"
+    run.mkdir()
+    step = SpecStats(
+        "step",
+        rounds=4,
+        drafted=8,
+        accepted=6,
+        draft_tokens=90,
+        target_tokens=10,
+        steps_scored=20,
+        steps_accepted=16,
+        steps_rejected=4,
+        alpha=0.2,
+    )
+    stats = {"a": step.to_json(), "b": step.to_json(), "c": None}  # c ran without a draft
+    for ident, spec in stats.items():
+        record = SolveRecord(ident, "no_patch", speculation=spec)
+        append_jsonl(run / SOLVES, record.to_json())
+    (run / GRADES).write_text("")
+    report = load_report(run)
+    spec = report.speculation
+    assert spec is not None and spec["runs"] == 2 and spec["alphas"] == [0.2]
+    assert (spec["draft_tokens"], spec["steps_scored"], spec["steps_rejected"]) == (180, 40, 8)
+    assert spec["draft_share"] == 0.9 and spec["rejection_rate"] == 0.2
+    assert spec["acceptance_rate"] == 0.75
+    md = write_report(report, run)["markdown"].read_text()
+    assert "## Draft/target decoding" in md and "(realized rate 0.200; alpha 0.2)" in md
+    assert "180 by the draft, 20 by the target (90.0% drafted)" in md

@@ -53,6 +53,20 @@ class RowResult:
     first_token: int | None = None  # step level: a target sample at the step's first position
 
 
+# The additive fields of SpecStats (a run's share is a difference, a batch's a sum).
+SPEC_COUNTERS = (
+    "rounds",
+    "drafted",
+    "accepted",
+    "draft_tokens",
+    "target_tokens",
+    "steps_scored",
+    "steps_accepted",
+    "steps_rejected",
+    "resamples",
+)
+
+
 @dataclass(frozen=True)
 class SpecStats:
     """Counters of one engine's speculation (a snapshot)."""
@@ -87,18 +101,7 @@ class SpecStats:
         """The counters added after the snapshot `before` (threshold and alpha: now)."""
         if before is None:
             return self
-        counters = (
-            "rounds",
-            "drafted",
-            "accepted",
-            "draft_tokens",
-            "target_tokens",
-            "steps_scored",
-            "steps_accepted",
-            "steps_rejected",
-            "resamples",
-        )
-        delta = {name: getattr(self, name) - getattr(before, name) for name in counters}
+        delta = {name: getattr(self, name) - getattr(before, name) for name in SPEC_COUNTERS}
         return replace(self, **delta)
 
     def to_json(self) -> dict[str, Any]:
