@@ -153,28 +153,13 @@ async def test_a_speculating_engine_reports_draft_and_target_work(
 ) -> None:
     """A real engine (tiny random Qwen2, self-draft of 1 layer, ATTS at alpha 0.2) behind the
     budget: the run's summary and report say what the draft and the target wrote."""
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
     from harness.llm.engine.client import EngineLLM
     from harness.llm.engine.config import EngineConfig, SpecConfig
-    from tests.llm.engine.conftest import VOCAB, byte_tokenizer
+    from tests.llm.engine.conftest import byte_tokenizer, tiny_model
 
-    torch.manual_seed(0)
     window = 1 << 16  # the byte tokenizer makes every character a token
-    model = Qwen2ForCausalLM(
-        Qwen2Config(
-            vocab_size=VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=window,
-        )
-    ).eval()
     engine = EngineLLM(
-        model,
+        tiny_model(window=window),
         byte_tokenizer(),
         config=EngineConfig(
             block_size=16, num_blocks=window // 16, max_batched_tokens=4096, max_model_len=window

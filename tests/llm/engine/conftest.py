@@ -26,7 +26,7 @@ CHATML = (
 )
 
 
-def tiny_model(arch: str = "qwen2", seed: int = 0, layers: int = 2) -> Any:
+def tiny_model(arch: str = "qwen2", seed: int = 0, layers: int = 2, window: int = 4096) -> Any:
     common: dict[str, Any] = dict(
         vocab_size=VOCAB,
         hidden_size=64,
@@ -34,7 +34,7 @@ def tiny_model(arch: str = "qwen2", seed: int = 0, layers: int = 2) -> Any:
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=4096,
+        max_position_embeddings=window,
     )
     torch.manual_seed(seed)
     if arch == "qwen2":
