@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,28 @@ import pytest
 from tests.fixtures.tiny_model import build_tiny_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SESSION_START = datetime.now(UTC).replace(microsecond=0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Snapshot images made during this session go (most are of throw-away test
+    repositories); older ones, such as the bundled example's, stay cached."""
+    if docker_ready() is not None:
+        return
+    from harness.sandboxes.docker import LABEL_IMAGE, _remove_image, connect
+
+    client = connect()
+    try:
+        for image in client.images.list(filters={"label": LABEL_IMAGE}):
+            if not image.labels.get(LABEL_IMAGE, "").startswith("snapshot-"):
+                continue
+            created = datetime.fromisoformat(image.attrs["Created"][:19]).replace(tzinfo=UTC)
+            if created >= SESSION_START:
+                with warnings.catch_warnings():  # one still in use elsewhere stays
+                    warnings.simplefilter("ignore")
+                    _remove_image(client, image.id)
+    finally:
+        client.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
