@@ -18,7 +18,7 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.evals.batch import GRADES, RUN_JSON, SOLVES
 from harness.evals.records import GradeResult, SolveRecord, read_grades, read_solves
-from harness.llm.engine.spec_policy import SPEC_COUNTERS
+from harness.llm.engine.spec_policy import SPEC_COUNTERS, SpecStats
 
 STAGES = ("env_image", "checkout", "apply", "tests")
 
@@ -192,14 +192,12 @@ def speculation_totals(
     runs = [r for r in records if r]
     if not runs:
         return None
-    total: dict[str, Any] = {k: sum(int(r.get(k, 0)) for r in runs) for k in SPEC_COUNTERS}
+    modes = sorted({str(r.get("mode")) for r in runs})
+    sums = {k: sum(int(r.get(k, 0)) for r in runs) for k in SPEC_COUNTERS}
+    # The rates come from SpecStats itself (one definition for a run and for a batch).
+    total = SpecStats("step" if "step" in modes else "token", **sums).to_json()
+    del total["threshold"], total["alpha"]  # per engine, not summable: `alphas` lists them
     total["runs"] = len(runs)
-    total["modes"] = sorted({str(r.get("mode")) for r in runs})
-    alphas = sorted({r["alpha"] for r in runs if r.get("alpha") is not None})
-    total["alphas"] = alphas
-    written = total["draft_tokens"] + total["target_tokens"]
-    total["draft_share"] = total["draft_tokens"] / written if written else 0.0
-    total["acceptance_rate"] = total["accepted"] / total["drafted"] if total["drafted"] else 0.0
-    scored = total["steps_scored"]
-    total["rejection_rate"] = total["steps_rejected"] / scored if scored else None
+    total["modes"] = modes
+    total["alphas"] = sorted({r["alpha"] for r in runs if r.get("alpha") is not None})
     return total
