@@ -29,7 +29,7 @@ from harness.llm.base import LLM, Sampling
 from harness.report import write_report
 from harness.sandboxes import Limits, Sandbox, SandboxBackend, SandboxSpec
 from harness.selectors.selection_loop import Selection, select, touched_files
-from harness.selectors.voting import Matrix, Voting
+from harness.selectors.voting import Matrix, Voting, patch_key
 from harness.store import read_json, write_json, write_text
 from harness.types import Candidate, CandidateResult, SolveResult, SolveStatus, Task
 
@@ -400,6 +400,7 @@ class Orchestrator:
             message=message,
             stage_s=dict(timings.stages),
             speculation=speculation,
+            samples=tuple(_row(matrix, s.candidate) for s in samples),
         )
         summary: dict[str, Any] = {
             "task_id": task.task_id,
@@ -456,3 +457,11 @@ def _verified(matrix: Matrix, winner: Candidate) -> bool:
     original = matrix.original.get(test_id)
     cell = matrix.cell(winner.candidate_id, test_id)
     return original is not None and not original.passes and cell is not None and cell.passes
+
+
+def _row(matrix: Matrix, candidate: Candidate | None) -> str:
+    """The candidate id a sample's patch is graded under (its row: the smallest id among
+    identical patches); "" when the sample left no patch or voting dropped it."""
+    if candidate is None or candidate.candidate_id not in matrix.candidates:
+        return ""
+    return min(matrix.groups[patch_key(candidate.patch)])

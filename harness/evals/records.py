@@ -125,6 +125,8 @@ class SolveRecord:
     model: str = ""
     stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
     speculation: Mapping[str, Any] | None = None  # draft/target counters (SpecStats.to_json)
+    # Per trajectory in sampling order: the candidate id its patch is graded under ("" none)
+    samples: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +146,7 @@ class SolveRecord:
             model=str(data.get("model", "")),
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
             speculation=data.get("speculation") or None,
+            samples=tuple(str(c) for c in data.get("samples") or ()),
         )
 
 

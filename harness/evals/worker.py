@@ -182,5 +182,6 @@ class Worker:
             model=model,
             stage_s=dict(result.stage_s),
             speculation=result.speculation,
+            samples=tuple(result.samples),
         )
         return SolveOutcome(record)
