@@ -37,6 +37,13 @@ SWEBENCH_APT = (
 VENV = "/opt/venv"
 USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
 SETUP_DIFF = "/opt/harness/setup.diff"
+# Editable installs expose the source tree on sys.path, as `setup.py develop` (SWE-bench's
+# mode) does: setuptools >= 64 builds PEP 660 editables, and for a flat layout its default
+# is an import hook that leaves the tree off sys.path, so code that maps files to modules
+# through sys.path (pylint's checker loader) breaks. setuptools reads this file
+# (DIST_EXTRA_CONFIG) for its own builds only; other backends and old setuptools ignore it.
+EDITABLE_CFG = "/opt/harness/editable.cfg"
+EDITABLE_MODE = r"[editable_wheel]\nmode = compat\n"  # printf format
 # What a fresh conda env (swebench's) carries besides Python, at versions of its time;
 # specs that need other pins install them afterwards.
 BOOTSTRAP = ("'pip>=23,<24.1'", "'setuptools>=65,<70'", "wheel")
@@ -118,9 +125,10 @@ def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, versio
         # step as that user) without a chown that would copy every file into a new layer.
         f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && python3 -m venv {VENV}"
         f" && {VENV}/bin/python -m pip install --no-cache-dir {' '.join(BOOTSTRAP)}"
+        f" && printf '{EDITABLE_MODE}' > {EDITABLE_CFG}"
         f" && chown -R {USER} /testbed /opt/harness {VENV}",
         f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_DISABLE_PIP_VERSION_CHECK=1"
-        " PIP_NO_CACHE_DIR=1",
+        f" PIP_NO_CACHE_DIR=1 DIST_EXTRA_CONFIG={EDITABLE_CFG}",
         f"USER {USER}",
     ]
     if has_reqs:

@@ -25,6 +25,7 @@ from tests.evals.conftest import (
     Project,
     env_options,
     make_project,
+    patch_text,
 )
 from tests.sandboxes.conftest import skip_unless_available
 
@@ -182,3 +183,40 @@ def test_commits_are_the_same_every_run(tmp_path: Path) -> None:
         a["base_commit"] == b["base_commit"]
         and a["environment_setup_commit"] == (b["environment_setup_commit"])
     )
+
+
+LAYOUT_TEST = patch_text(
+    "diff --git a/tests/test_layout.py b/tests/test_layout.py",
+    "new file mode 100644",
+    "--- /dev/null",
+    "+++ b/tests/test_layout.py",
+    "@@ -0,0 +1,9 @@",
+    "+import os",
+    "+import sys",
+    "+",
+    "+import calc",
+    "+",
+    "+",
+    "+def test_source_tree_is_on_sys_path():",
+    "+    root = os.path.dirname(os.path.dirname(os.path.abspath(calc.__file__)))",
+    "+    assert root in [os.path.abspath(p) for p in sys.path]",
+)
+
+
+async def test_editable_installs_put_the_source_tree_on_sys_path(
+    project: Project, inst: Instance, cache_dir: Path, backend: object
+) -> None:
+    # Issue 14.1: pylint loads its checkers by mapping files to modules through sys.path
+    # (astroid's modpath_from_file). `calc` has a flat layout, for which setuptools' PEP 660
+    # default is an import hook that leaves the tree off sys.path; the image build (isolated,
+    # newest setuptools) and the grading re-install (the venv's setuptools) both make one.
+    layout = dataclasses.replace(
+        inst,
+        test_patch=inst.test_patch + LAYOUT_TEST,
+        fail_to_pass=(*inst.fail_to_pass, "tests/test_layout.py::test_source_tree_is_on_sys_path"),
+    )
+    out = await grader_for(project, cache_dir, backend).grade(layout, GOLD)
+    log = out.files["eval.log"]
+    assert out.result.status == "resolved", log
+    assert "PASSED tests/test_layout.py::test_source_tree_is_on_sys_path" in log
+    assert "editable" in log  # the re-install before the tests made an editable install
