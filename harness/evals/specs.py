@@ -195,13 +195,6 @@ def conda_to_pip(item: str) -> list[str]:
     return [item]
 
 
-def modified_test_files(test_patch: str) -> list[str]:
-    """Files the test patch changes that exist before it (swebench's get_modified_files)."""
-    from swebench.harness.utils import get_modified_files
-
-    return list(get_modified_files(test_patch))
-
-
 @dataclass(frozen=True)
 class PythonChoice:
     requested: str

@@ -55,6 +55,7 @@ class GradeJob:
     patch: str
     candidate_id: str = "final"
     model: str = ""
+    run_empty: bool = False  # run the tests even when the patch is empty (validation)
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,11 @@ class Worker:
             return await self.solve(job)
         try:
             return await self.grader().grade(
-                job.instance, job.patch, candidate_id=job.candidate_id, model=job.model
+                job.instance,
+                job.patch,
+                candidate_id=job.candidate_id,
+                model=job.model,
+                run_empty=job.run_empty,
             )
         except Exception as exc:  # a bug or an unforeseen failure: record it, go on
             result = GradeResult(
