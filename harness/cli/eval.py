@@ -234,6 +234,98 @@ def grade_cmd(
     _finish(out)
 
 
+@app.command("validate")
+def validate_cmd(
+    out: Path = typer.Option(Path("validation"), "--out", help="Output directory."),
+    dataset: str | None = DatasetOpt,
+    split: str = SplitOpt,
+    instances: str | None = InstancesOpt,
+    filter_: str | None = FilterOpt,
+    slice_: str | None = SliceOpt,
+    per_version: int | None = typer.Option(
+        None, "--per-version", help="At most N instances per (repo, version) (default: all)."
+    ),
+    workers: int = typer.Option(1, help="(repo, version) groups in flight at once."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Add to OUT: skip what is recorded (any selection)."
+    ),
+    prune_images: bool = typer.Option(
+        False,
+        "--prune-images",
+        help="Remove a (repo, version)'s environment images once its instances are done.",
+    ),
+    doc: Path | None = typer.Option(
+        None, "--doc", help="Also put the table between the validation markers of this file."
+    ),
+    git_mirror: str | None = MirrorOpt,
+    images: str = ImagesOpt,
+    executor: str = ExecutorOpt,
+    ray_address: str | None = RayOpt,
+    specs: list[Path] | None = SpecsOpt,
+    timeout: float = TimeoutOpt,
+    ca_bundle: Path | None = CaOpt,
+    memory_mb: int = MemOpt,
+    apt_packages: str | None = AptOpt,
+    rebuild_images: bool = RebuildOpt,
+    test_network: bool = NetOpt,
+) -> None:
+    """Grade every selected instance's gold patch and its empty patch (the tests on the
+    unchanged base commit): gold must resolve, empty must not. Writes a per-repository
+    table (OUT/validation.md, OUT/validation.json)."""
+    import platform
+
+    from harness.evals.validate import RECORDS, Validator, plan, read_checks, replace_section
+    from harness.evals.validate import write_summary as write_validation
+
+    if doc is not None and not doc.is_file():
+        raise ConfigError(f"--doc {doc} does not exist", hint="pass an existing Markdown file")
+    if (out / RECORDS).exists() and not resume:
+        raise ConfigError(
+            f"{out} already holds a validation",
+            hint="pass --resume to add to it, or choose another directory",
+        )
+    args = _resume_args(out, False, dataset, split, instances, filter_, slice_)
+    insts, unknown, _meta = _select(out, args)
+    if unknown:
+        raise ConfigError(f"not in the data set: {', '.join(unknown)}")
+    groups = plan(insts, per_version)
+    config = _config(
+        git_mirror,
+        images,
+        specs,
+        timeout,
+        ca_bundle,
+        memory_mb,
+        "gold",
+        apt_packages,
+        rebuild_images,
+        test_network,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> None:
+        from harness.evals.executors import make_executor
+
+        ex = make_executor(executor, config, None, ray_address=ray_address, workers=workers)
+        async with ex:
+            validator = Validator(out, ex, workers=workers, prune=prune_images, on_progress=_say)
+            await validator.run(groups)
+
+    run(go())
+    machine = {
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "load_average_1_5_15": os.getloadavg(),
+        "images": images,
+        "test_network": test_network,
+    }
+    table = write_validation(out, read_checks(out), machine)
+    if doc is not None:
+        replace_section(doc, table)
+    typer.echo(table)
+    typer.echo(f"records: {out / RECORDS}; table: {out / 'validation.md'}")
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run or grade output directory."),
@@ -424,6 +516,10 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _say(line: str) -> None:
+    err.print(line, markup=False, highlight=False)
 
 
 def _finish(out: Path) -> None:

@@ -162,6 +162,9 @@ class Grader:
         except HarnessError as exc:
             return GradeOutcome(done("env_build_failed", exc.message))
         timings["env_image"] = time.monotonic() - start
+        # Parts of env_image: building now (0 when reused); the report's stages skip them.
+        timings["env_build"] = env.env_build_s
+        timings["instance_build"] = env.build_s - env.env_build_s
         fields.update(
             image=env.tag, python_requested=env.python_requested, python_used=env.python_used
         )

@@ -59,13 +59,26 @@ class GradeJob:
 
 
 @dataclass(frozen=True)
+class PruneJob:
+    """Remove the environment images of (repo, version) this worker built or used."""
+
+    repo: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    removed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SolveOutcome:
     record: SolveRecord
     failure: GradeResult | None = None  # why the instance cannot be graded, when it cannot
 
 
-Job = SolveJob | GradeJob
-JobResult = SolveOutcome | GradeOutcome
+Job = SolveJob | GradeJob | PruneJob
+JobResult = SolveOutcome | GradeOutcome | PruneOutcome
 
 
 class Worker:
@@ -102,6 +115,11 @@ class Worker:
         """Run a job; failures become records, never exceptions (the batch goes on)."""
         if isinstance(job, SolveJob):
             return await self.solve(job)
+        if isinstance(job, PruneJob):
+            try:
+                return PruneOutcome(tuple(await self.images.remove(job.repo, job.version)))
+            except Exception as exc:  # the engine went away: say so, go on
+                return PruneOutcome((f"nothing removed: {exc!r}"[:300],))
         try:
             return await self.grader().grade(
                 job.instance,

@@ -1,0 +1,125 @@
+"""`harness eval validate`: gold and empty grades per instance, the table, image pruning."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.evals.dataset import load_instances
+from harness.evals.validate import (
+    MARK_END,
+    MARK_START,
+    RECORDS,
+    Check,
+    plan,
+    read_checks,
+    render_table,
+    summarize,
+)
+from tests.evals.conftest import SPEC, make_project
+from tests.evals.test_cli import ROOT
+from tests.sandboxes.conftest import skip_unless_available
+
+
+def check(ident: str, kind: str, status: str, version: str = "1.0", **kw: object) -> Check:
+    return Check(ident, "acme/w", version, kind, status, **kw)  # type: ignore[arg-type]
+
+
+def test_plan_groups_by_repo_and_version_and_caps_each(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", n=3)
+    insts = load_instances(str(project.dataset), cache_dir=tmp_path / "hf")
+    assert [len(g) for g in plan(insts)] == [3]
+    assert [[i.instance_id for i in g] for g in plan(insts, 1)] == [["harness-tests__calc-1"]]
+
+
+def test_the_table_counts_medians_and_names_every_exception() -> None:
+    checks = [
+        check("a-1", "gold", "resolved", timings={"env_build": 100.0, "tests": 4.0}),
+        check("a-1", "empty", "unresolved", timings={"tests": 3.0}),
+        check("a-2", "gold", "unresolved", "2.0", failed=("t::x",), timings={"tests": 8.0}),
+        check("a-2", "empty", "resolved", "2.0", timings={"env_build": 300.0}),
+        check("a-3", "gold", "env_build_failed", "3.0", message="no wheel for numpy"),
+        check("a-3", "empty", "env_build_failed", "3.0"),
+        check("a-4", "gold", "resolved", "3.0"),  # its empty grade is not recorded yet
+    ]
+    (row,) = summarize(checks)
+    assert (row.instances, row.can_run, row.gold_resolved, row.empty_resolved) == (3, 2, 1, 1)
+    assert row.versions == ("1.0", "2.0", "3.0")
+    assert (row.env_build_s, row.tests_s) == (200.0, 6.0)
+    assert row.exceptions == (
+        "a-2 (2.0) gold unresolved: t::x",
+        "a-3 (3.0) gold env_build_failed: no wheel for numpy",
+        "a-2 (2.0) empty patch resolves",
+    )
+    table = render_table([row], {"acme/w": "needs the network"})
+    assert "| acme/w | 1.0, 2.0, 3.0 | 3 | 2 | 1 | 1 | 200 | reused | 6 |" in table
+    assert "| **all** | | 3 | 2 | 1 (50.0%) | 1 |" in table
+    assert "- a-2 (2.0) empty patch resolves" in table and "- acme/w: needs the network" in table
+
+
+@pytest.mark.docker
+def test_validate_cli_grades_gold_and_empty_and_prunes_its_images(tmp_path: Path) -> None:
+    skip_unless_available("docker")
+    project = make_project(tmp_path / "p", n=2)
+    # Its own env image (a spec no other test uses), so pruning it takes nothing from them.
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps({"harness-tests/calc": {"1.0": {**SPEC, "pre_install": ["true"]}}}))
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"# Doc\n\n{MARK_START}\nold table\n{MARK_END}\n\nafter\n")
+    out = tmp_path / "val"
+    args = [
+        sys.executable,
+        "-m",
+        "harness",
+        "eval",
+        "validate",
+        "--dataset",
+        str(project.dataset),
+        "--git-mirror",
+        project.mirror,
+        "--specs",
+        str(specs),
+        "--apt-packages",
+        "",
+        "--out",
+        str(out),
+        "--doc",
+        str(doc),
+        "--prune-images",
+    ]
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    checks = {(c.instance_id, c.kind): c for c in read_checks(out)}
+    assert len(checks) == 4
+    for ident in ("harness-tests__calc-1", "harness-tests__calc-2"):
+        assert checks[(ident, "gold")].status == "resolved"
+        empty = checks[(ident, "empty")]
+        assert empty.status == "unresolved" and empty.failed == ("tests/test_calc.py::test_add",)
+        assert (out / empty.log_path).is_file()
+    row = "| harness-tests/calc | 1.0 | 2 | 2 | 2 | 0 |"
+    assert row in (out / "validation.md").read_text() and row in doc.read_text()
+    assert "old table" not in doc.read_text() and doc.read_text().endswith("\nafter\n")
+    assert "removed" in done.stderr
+    image = checks[("harness-tests__calc-1", "gold")].image
+    gone = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+    assert image and gone.returncode != 0  # pruned with its group
+
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "already holds a validation" in again.stderr
+    lines = (out / RECORDS).read_text().count("\n")
+    resumed = subprocess.run(
+        [*args, "--resume", "--per-version", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / RECORDS).read_text().count("\n") == lines  # nothing graded twice
