@@ -249,6 +249,9 @@ def validate_cmd(
     resume: bool = typer.Option(
         False, "--resume", help="Add to OUT: skip what is recorded (any selection)."
     ),
+    retry: bool = typer.Option(
+        False, "--retry-failed", help="With --resume: grade again what could not run."
+    ),
     prune_images: bool = typer.Option(
         False,
         "--prune-images",

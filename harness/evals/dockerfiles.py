@@ -22,8 +22,11 @@ from harness.sandboxes.images import LABEL_KEY
 
 LABEL_ENV_KEY = "harness.env.key"
 # What swebench's base image installs besides Python and conda (swebench 4.x,
-# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales.
+# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales;
+# and python3-dev, since conda's Python carries its C headers and Debian's does not (without
+# them every C extension fails: astropy, old numpy and cython built from source).
 SWEBENCH_APT = (
+    "python3-dev",
     "build-essential",
     "libffi-dev",
     "libtiff-dev",

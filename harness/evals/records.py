@@ -127,6 +127,10 @@ class SolveRecord:
     speculation: Mapping[str, Any] | None = None  # draft/target counters (SpecStats.to_json)
     # Per trajectory in sampling order: the candidate id its patch is graded under ("" none)
     samples: tuple[str, ...] = ()
+    # Tool-call timings read from the solve's logs (toolgaps.py): sandbox exec seconds per
+    # stage, and per tool hint the seconds between a reply and the program's next request
+    exec_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    gap_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +151,13 @@ class SolveRecord:
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
             speculation=data.get("speculation") or None,
             samples=tuple(str(c) for c in data.get("samples") or ()),
+            exec_s=_series(data.get("exec_s")),
+            gap_s=_series(data.get("gap_s")),
         )
+
+
+def _series(data: Any) -> dict[str, tuple[float, ...]]:
+    return {str(k): tuple(float(x) for x in v) for k, v in (data or {}).items()}
 
 
 def read_grades(path: Path) -> list[GradeResult]:

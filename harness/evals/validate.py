@@ -101,6 +101,7 @@ class Validator:
         *,
         workers: int = 1,
         prune: bool = False,
+        retry: bool = False,
         on_progress: Callable[[str], None] | None = None,
     ) -> None:
         if workers < 1:
@@ -110,7 +111,12 @@ class Validator:
         self.prune = prune
         self._slots = asyncio.Semaphore(workers)
         self._say = on_progress or (lambda _: None)
-        self._done = {(c.instance_id, c.kind) for c in read_checks(out)}
+        # With `retry`, instances that could not run (environment, mirror, crash) run again.
+        self._done = {
+            (c.instance_id, c.kind)
+            for c in read_checks(out)
+            if not (retry and c.status in (*CANNOT_RUN, "error"))
+        }
         self._total = 0
         self._count = 0
 

@@ -23,6 +23,7 @@ from harness.evals.records import CandidateRecord, GradeResult, GradeStatus, Sol
 from harness.evals.repos import RepoCache
 from harness.evals.specs import SpecRegistry
 from harness.evals.tasks import instance_task
+from harness.evals.toolgaps import tool_times
 from harness.sandboxes import SandboxBackend, make_backend
 from harness.types import Solver
 
@@ -182,6 +183,7 @@ class Worker:
                 model=model,
             )
             return SolveOutcome(record)
+        execs, gaps = tool_times(Path(result.run_dir))
         candidates = tuple(
             CandidateRecord(
                 c.candidate.candidate_id,
@@ -206,5 +208,7 @@ class Worker:
             stage_s=dict(result.stage_s),
             speculation=result.speculation,
             samples=tuple(result.samples),
+            exec_s={k: tuple(v) for k, v in execs.items()},
+            gap_s={k: tuple(v) for k, v in gaps.items()},
         )
         return SolveOutcome(record)
