@@ -230,10 +230,12 @@ class Oracle:
         self.answers = dict(answers)
 
     def _answer(self, request: ChatRequest) -> Answer:
-        task = (request.program_id or "").split(":", 1)[0]
-        if task not in self.answers:
-            raise KeyError(f"the oracle has no answers for {task!r}")
-        return self.answers[task]
+        # Program ids start with the task id: "<id>:sample-00", "<id>:selection", "<id>/ctx..."
+        pid = request.program_id or ""
+        for ident in sorted(self.answers, key=len, reverse=True):
+            if pid.startswith(ident):
+                return self.answers[ident]
+        raise KeyError(f"the oracle has no answers for program {pid!r}")
 
     def __call__(self, request: ChatRequest) -> str:
         answer = self._answer(request)
