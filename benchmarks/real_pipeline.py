@@ -38,6 +38,7 @@ from benchmarks.real_oracle import (  # noqa: E402
     answer_for,
     file_diffs,
 )
+from harness.evals.toolgaps import tool_times  # noqa: E402
 from harness.store import read_jsonl  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "swebench_lite_test.jsonl"
@@ -128,9 +129,12 @@ def analyse(out: Path, answers: list[dict[str, Any]], repo_of: dict[str, str]) -
         summary = checks.get("summary", {})
         codes = checks.get("original_exit_codes", {})
         repo = repo_of[ident]
-        for stage, vals in (solve.get("exec_s") or {}).items():
+        # The same reading `harness eval run` records in solves.jsonl (exec_s, gap_s), done
+        # again here so that an earlier run directory is read with the current rules.
+        exec_s, gap_s = tool_times(run_dir) if run_dir.is_dir() else ({}, {})
+        for stage, vals in exec_s.items():
             execs.setdefault(repo, {}).setdefault(stage, []).extend(vals)
-        for tool, vals in (solve.get("gap_s") or {}).items():
+        for tool, vals in gap_s.items():
             gaps.setdefault(repo, {}).setdefault(tool, []).extend(vals)
         winner = summary.get("winner")
         decoy = grades.get((ident, "sample-01"), {})
@@ -153,8 +157,8 @@ def analyse(out: Path, answers: list[dict[str, Any]], repo_of: dict[str, str]) -
                 "solve_s": round(float(solve.get("duration_s") or 0.0), 2),
                 "solve_stage_s": solve.get("stage_s") or {},
                 "grade_stage_s": {k: round(v, 2) for k, v in (final.get("timings") or {}).items()},
-                "exec_s": {k: stats(v) for k, v in (solve.get("exec_s") or {}).items()},
-                "gap_s": {k: stats(v) for k, v in (solve.get("gap_s") or {}).items()},
+                "exec_s": {k: stats(v) for k, v in exec_s.items()},
+                "gap_s": {k: stats(v) for k, v in gap_s.items()},
             }
         )
     return {"instances": rows, "execs": execs, "gaps": gaps}
@@ -169,6 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--work", default="", help="keep the run directory here")
     ap.add_argument("--out", default=str(RESULTS / "real_pipeline.json"))
     ap.add_argument("--gaps", default=str(RESULTS / "tool_gaps.json"))
+    ap.add_argument(
+        "--analyse-only", action="store_true", help="read the run in --work again, run nothing"
+    )
     args = ap.parse_args(argv)
 
     wanted = [i for i in args.instances.split(",") if i]
@@ -213,13 +220,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.pathsep
         ),
     }
-    start = time.monotonic()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.monotonic() - start
-    (work / "eval-run.log").write_text(done.stdout + done.stderr)
-    if done.returncode != 0:
-        print(done.stderr[-4000:], file=sys.stderr)
-        return 1
+    if args.analyse_only:
+        wall = float(json.loads((work / "wall.json").read_text())["wall_s"])
+    else:
+        start = time.monotonic()
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        wall = time.monotonic() - start
+        (work / "eval-run.log").write_text(done.stdout + done.stderr)
+        (work / "wall.json").write_text(json.dumps({"wall_s": wall}))
+        if done.returncode != 0:
+            print(done.stderr[-4000:], file=sys.stderr)
+            return 1
     repo_of = {r["instance_id"]: r["repo"] for r in chosen}
     found = analyse(out, answers, repo_of)
     rows = found["instances"]

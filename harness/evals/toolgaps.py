@@ -10,6 +10,7 @@ writes, so other solvers simply record none.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -27,11 +28,17 @@ def tool_times(run_dir: Path) -> tuple[dict[str, list[float]], dict[str, list[fl
     execs: dict[str, list[float]] = {}
     gaps: dict[str, list[float]] = {}
     logs = sorted((run_dir / "trajectories").glob("*.jsonl"))
+    seen: set[str] = set()  # a script's run on the original code is made once, logged by all
     for path in [*logs, run_dir / "selection.jsonl"]:
         events = list(read_jsonl(path))
         for event in events:
             if event.get("kind") == "exec":
                 secs = _duration(event.get("result"))
+                if event.get("what") == "original":
+                    key = json.dumps(event.get("result"), sort_keys=True)
+                    if key in seen:
+                        continue
+                    seen.add(key)
                 if secs is not None:
                     execs.setdefault(str(event.get("stage", "")), []).append(secs)
         replies = [e for e in events if e.get("kind") == "llm" and "time" in e]
