@@ -26,6 +26,7 @@ from typing import Any
 from harness.llm.base import ChatRequest
 
 ANSWERS_ENV = "ORACLE_ANSWERS"
+MAX_TOKENS = 16384
 # What the edit format takes for a block marker (agent/edits.py): such a line inside a block
 # would split it, so blocks keep them out of their edges or the instance is not expressible.
 _MARKER = re.compile(r"(={5,9}[ \t]*$)|(<{5,9} ?SEARCH)|(>{5,9} ?REPLACE)")
@@ -284,7 +285,17 @@ def solver() -> Any:
         raise RuntimeError(f"set {ANSWERS_ENV} to the answers file real_pipeline.py writes")
     cache = Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "harness")
     samples = os.environ.get("ORACLE_SAMPLES", "3")
-    config = load_config(None, [f"samples={samples}", "model=oracle"])
+    # Room for a whole reproduction script and patch in one reply (the default 1024 tokens
+    # cuts a script that carries real hidden tests, and a cut script exits 0 silently).
+    config = load_config(
+        None,
+        [
+            f"samples={samples}",
+            "model=oracle",
+            f"testing.max_tokens={MAX_TOKENS}",
+            f"editing.max_tokens={MAX_TOKENS}",
+        ],
+    )
     llm = ScriptedLLM(Oracle(load_answers(Path(path))), name="oracle")
     return PipelineSolver(config, cache_dir=cache, store=ModelStore(cache / "models"), llm=llm)
 

@@ -111,7 +111,16 @@ def sample_checks(run_dir: Path) -> dict[str, Any]:
         ]
         originals[path.stem] = codes[0] if codes else None
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"original_exit_codes": originals, "summary": summary}
+    cut = [
+        f"{path.stem}:{e.get('stage')}:{e.get('turn')}"
+        for path in [
+            *sorted((run_dir / "trajectories").glob("*.jsonl")),
+            run_dir / "selection.jsonl",
+        ]
+        for e in read_jsonl(path)
+        if e.get("kind") == "llm" and e.get("finish_reason") == "length"
+    ]
+    return {"original_exit_codes": originals, "summary": summary, "cut_replies": cut}
 
 
 def analyse(out: Path, answers: list[dict[str, Any]], repo_of: dict[str, str]) -> dict[str, Any]:
@@ -146,6 +155,7 @@ def analyse(out: Path, answers: list[dict[str, Any]], repo_of: dict[str, str]) -
                 "final_status": final.get("status"),
                 "repro_fails_on_original": bool(codes) and all(c == 2 for c in codes.values()),
                 "original_exit_codes": codes,
+                "cut_replies": checks.get("cut_replies", []),
                 "winner": winner,
                 "selected_by": summary.get("selected_by"),
                 "candidates": len(solve.get("candidates") or ()),
@@ -250,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "every_instance_resolved": all(r["resolved"] for r in rows),
         "repro_scripts_fail_on_original": all(r["repro_fails_on_original"] for r in rows),
         "selection_picks_the_fix": all(r["selection_picks_fix"] for r in rows),
+        "no_reply_cut_by_max_tokens": not any(r["cut_replies"] for r in rows),
         "repositories": len({r["repo"] for r in rows}),
     }
     machine = describe()
@@ -288,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"checks": checks, "wall_s": result["wall_s"], "work": str(work)}))
     ok = checks["every_instance_resolved"] and checks["repro_scripts_fail_on_original"]
     ok = ok and checks["selection_picks_the_fix"] and checks["repositories"] >= 3
+    ok = ok and checks["no_reply_cut_by_max_tokens"]
     return 0 if ok and not skipped else 1
 
 
