@@ -40,6 +40,8 @@ SWEBENCH_APT = (
 VENV = "/opt/venv"
 USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
 SETUP_DIFF = "/opt/harness/setup.diff"
+REQS = "/opt/harness/requirements.txt"
+SKIPPED = "/opt/harness/skipped.txt"  # conda packages pip could not install
 # Editable installs expose the source tree on sys.path, as `setup.py develop` (SWE-bench's
 # mode) does: setuptools >= 64 builds PEP 660 editables, and for a flat layout its default
 # is an import hook that leaves the tree off sys.path, so code that maps files to modules
@@ -135,10 +137,19 @@ def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, versio
         f"USER {USER}",
     ]
     if has_reqs:
-        lines += [
-            f"COPY --chown={USER} harness-requirements.txt /opt/harness/requirements.txt",
-            "RUN python -m pip install -r /opt/harness/requirements.txt",
-        ]
+        lines.append(f"COPY --chown={USER} harness-requirements.txt {REQS}")
+        if spec.packages == "requirements.txt":
+            lines.append(f"RUN python -m pip install -r {REQS}")
+        else:
+            # Conda packages installed with pip: some exist only on conda (cdms2, pynio, C
+            # libraries). When the whole list does not resolve, each package is tried alone
+            # and the ones pip lacks are listed in skipped.txt (and the build log).
+            lines.append(
+                f"RUN python -m pip install -r {REQS} || (grep -v '^[[:space:]]*$' {REQS}"
+                ' | while read -r req; do python -m pip install "$req"'
+                f" || echo \"$req\" >> {SKIPPED}; done; echo 'not on PyPI, skipped:';"
+                f" cat {SKIPPED} 2>/dev/null || true)"
+            )
     if spec.pip_packages:
         pkgs = " ".join(shlex.quote(p) for p in spec.pip_packages)
         lines.append(f"RUN python -m pip install {pkgs}")

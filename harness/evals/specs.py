@@ -11,6 +11,7 @@ other repositories register their own spec (`SpecRegistry.register`, or a JSON/Y
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -184,10 +185,17 @@ def pip_requirements(packages: str) -> list[str]:
     return out
 
 
+# Conda package names whose PyPI distribution is called otherwise.
+CONDA_NAMES = {"matplotlib-base": "matplotlib", "pytables": "tables", "iris": "scitools-iris"}
+
+
 def conda_to_pip(item: str) -> list[str]:
     item = item.strip()
-    if not item or item.split("=")[0].split("<")[0].split(">")[0] in ("python", "pip"):
+    name = re.split(r"[=<>!~ ]", item, maxsplit=1)[0]
+    if not item or name in ("python", "pip"):
         return []
+    if name in CONDA_NAMES:
+        item = CONDA_NAMES[name] + item[len(name) :]
     if "=" in item and not any(op in item for op in ("==", ">=", "<=", "!=", "~=")):
         name, _, version = item.partition("=")
         version = version.split("=")[0]  # drop a conda build string

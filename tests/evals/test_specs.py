@@ -179,3 +179,17 @@ def test_official_image_names() -> None:
         official_image("django__django-11099")
         == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
     )
+
+
+def test_conda_lists_install_best_effort_and_requirement_files_strictly() -> None:
+    def install_line(packages: str) -> str:
+        spec = EnvSpec(python="3.9", packages=packages, test_cmd=("t",))
+        text = env_dockerfile("b", spec, key="k", has_reqs=True, version="")
+        return next(line for line in text.splitlines() if "pip install -r" in line)
+
+    strict = install_line("requirements.txt")
+    assert strict == "RUN python -m pip install -r /opt/harness/requirements.txt"
+    for conda in ("environment.yml", "numpy=1.19 cdms2"):
+        line = install_line(conda)
+        assert "|| (" in line and "skipped.txt" in line  # one by one, skipping what pip lacks
+    assert conda_to_pip("matplotlib-base=3.3") == ["matplotlib==3.3.*"]
