@@ -42,6 +42,7 @@ USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
 SETUP_DIFF = "/opt/harness/setup.diff"
 REQS = "/opt/harness/requirements.txt"
 SKIPPED = "/opt/harness/skipped.txt"  # conda packages pip could not install
+CONSTRAINTS = "/opt/harness/constraints.txt"
 # Editable installs expose the source tree on sys.path, as `setup.py develop` (SWE-bench's
 # mode) does: setuptools >= 64 builds PEP 660 editables, and for a flat layout its default
 # is an import hook that leaves the tree off sys.path, so code that maps files to modules
@@ -136,6 +137,9 @@ def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, versio
         f" PIP_NO_CACHE_DIR=1 DIST_EXTRA_CONFIG={EDITABLE_CFG}",
         f"USER {USER}",
     ]
+    if spec.constraints:
+        pins = " ".join(shlex.quote(c) for c in spec.constraints)
+        lines += [f"RUN printf '%s\\n' {pins} > {CONSTRAINTS}", f"ENV PIP_CONSTRAINT={CONSTRAINTS}"]
     if has_reqs:
         lines.append(f"COPY --chown={USER} harness-requirements.txt {REQS}")
         if spec.packages == "requirements.txt":

@@ -331,21 +331,19 @@ def _find_base(client: Any, recipe: BaseImageRecipe) -> str | None:
 
 
 def _remove_images(client: Any, tags: list[str]) -> list[str]:
-    ids: dict[str, str] = {}
-    for tag in tags:
-        try:
-            ids[tag] = str(client.images.get(tag).id)
-        except Exception:
-            continue  # already gone
+    # The low-level listing: the high-level one fetches each image again, and one that
+    # another process removes in between fails the whole listing.
+    listing = client.api.images(filters={"label": LABEL})
+    ids = {t: str(i["Id"]) for i in listing for t in i.get("RepoTags") or () if t in tags}
     done: list[str] = []
     # Sandbox snapshots (the checkout laid over an image) are its children: they go first.
-    for image in client.images.list(filters={"label": LABEL}):
-        if image.attrs.get("Parent") in ids.values() and str(
-            (image.labels or {}).get(LABEL_IMAGE, "")
-        ).startswith("snapshot-"):
-            done.append(_remove_one(client, image.id, f"snapshot {image.short_id}"))
-    for tag in ids:
-        done.append(_remove_one(client, tag, tag))
+    for image in listing:
+        kind = str((image.get("Labels") or {}).get(LABEL_IMAGE, ""))
+        if image.get("ParentId") in ids.values() and kind.startswith("snapshot-"):
+            done.append(_remove_one(client, str(image["Id"]), f"snapshot {image['Id'][:19]}"))
+    for tag in tags:
+        if tag in ids:
+            done.append(_remove_one(client, tag, tag))
     return done
 
 

@@ -23,6 +23,14 @@ from harness.errors import ConfigError
 # Debian suites and the CPython each ships: the only Pythons we can install without a registry.
 DEBIAN_PYTHONS: dict[str, str] = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
 SWEBENCH_SOURCE = "swebench {version}: harness.constants.MAP_REPO_VERSION_TO_SPECS"
+# Dependencies the swebench specs leave open resolve to today's releases, not to what
+# SWE-bench's images (built in 2024) got; these are the ones that since broke a repository,
+# each with why. They join the swebench spec as pip constraints (every pip run in the image).
+DRIFT_CONSTRAINTS: dict[str, tuple[str, ...]] = {
+    # docutils 0.22 (2025) dropped docutils.utils.roman, which sphinx's LaTeX writer imports
+    # at import time of sphinx.testing: every sphinx test errors before it runs.
+    "sphinx-doc/sphinx": ("docutils<0.22",),
+}
 Parser = Callable[[str], dict[str, str]]
 
 
@@ -41,6 +49,8 @@ class EnvSpec:
     directive_style: str = ""  # "django" turns test files into module names
     reqs_paths: tuple[str, ...] = ()
     env_yml_paths: tuple[str, ...] = ()
+    # pip constraints for every pip run of the image (PIP_CONSTRAINT); see DRIFT_CONSTRAINTS
+    constraints: tuple[str, ...] = ()
     source: str = ""  # where the spec came from
 
     @classmethod
@@ -63,6 +73,7 @@ class EnvSpec:
             directive_style=str(data.get("directive_style") or ""),
             reqs_paths=strings("reqs_paths"),
             env_yml_paths=strings("env_yml_paths"),
+            constraints=strings("constraints"),
             source=str(data.get("source") or source),
         )
 
@@ -162,6 +173,8 @@ def swebench_spec(repo: str, version: str) -> EnvSpec | None:
     data["env_yml_paths"] = constants.MAP_REPO_TO_ENV_YML_PATHS.get(repo, ())
     if repo == "django/django":
         data["directive_style"] = "django"
+    if repo in DRIFT_CONSTRAINTS:
+        data["constraints"] = list(DRIFT_CONSTRAINTS[repo])
     install = constants.MAP_REPO_TO_INSTALL.get(repo)
     if install:  # a repo-wide step swebench runs before the per-version pre_install
         data["pre_install"] = [install, *(data.get("pre_install") or ())]
