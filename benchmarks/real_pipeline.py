@@ -42,12 +42,17 @@ from harness.evals.toolgaps import tool_times  # noqa: E402
 from harness.store import read_jsonl  # noqa: E402
 
 DATASET = ROOT.parent / "shared" / "datasets" / "swebench_lite_test.jsonl"
-# Four repositories, two Debian suites, both reproduction modes (pytest, sympy's plain test
-# functions), small gold patches whose FAIL_TO_PASS tests need no network.
+# Four repositories, two instances each (one environment image per repository), two Debian
+# suites, both reproduction modes (pytest node ids, sympy's plain test functions), gold
+# patches whose FAIL_TO_PASS tests need no network.
 INSTANCES = (
     "pallets__flask-4992",
+    "pallets__flask-5063",
+    "pytest-dev__pytest-5221",
     "pytest-dev__pytest-5227",
     "pylint-dev__pylint-7080",
+    "pylint-dev__pylint-7114",
+    "sympy__sympy-19487",
     "sympy__sympy-20590",
 )
 RESULTS = ROOT / "benchmarks" / "results"
@@ -230,14 +235,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.pathsep
         ),
     }
+    machine = describe()  # while the run goes (an --analyse-only reads the run's own)
     if args.analyse_only:
-        wall = float(json.loads((work / "wall.json").read_text())["wall_s"])
+        ran = json.loads((work / "wall.json").read_text())
+        wall, machine = float(ran["wall_s"]), ran.get("machine", machine)
     else:
         start = time.monotonic()
         done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
         wall = time.monotonic() - start
         (work / "eval-run.log").write_text(done.stdout + done.stderr)
-        (work / "wall.json").write_text(json.dumps({"wall_s": wall}))
+        (work / "wall.json").write_text(json.dumps({"wall_s": wall, "machine": machine}))
         if done.returncode != 0:
             print(done.stderr[-4000:], file=sys.stderr)
             return 1
@@ -263,11 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "no_reply_cut_by_max_tokens": not any(r["cut_replies"] for r in rows),
         "repositories": len({r["repo"] for r in rows}),
     }
-    machine = describe()
     result = {
         "benchmark": "real_pipeline",
         "machine": machine,
-        "command": " ".join(cmd[2:]),
+        "command": " ".join(cmd[2:]).replace(str(work), "WORK"),
         "samples_per_instance": args.samples,
         "model": "oracle (benchmarks/real_oracle.py): gold patch as edit blocks, hidden tests "
         "as the reproduction script, sample-01 a decoy; scripted, no latency",
