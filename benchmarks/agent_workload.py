@@ -78,6 +78,8 @@ class WorkloadSpec:
     pause_scale: float = 1.0  # multiplies every tool pause
     vocab: int = 1000
     seed: int = 0
+    # (tool, median s, sigma, weight) per tool hint; empty = the measured ones (TOOLS)
+    tools: tuple[tuple[str, float, float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -104,18 +106,25 @@ def generate(spec: WorkloadSpec) -> list[Program]:
     def loguniform(lo: int, hi: int) -> int:
         return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
+    table = spec.tools or tuple((n, m, sd, TOOL_WEIGHTS.get(n, 1)) for n, (m, sd) in TOOLS.items())
+    model = {name: (median, sigma) for name, median, sigma, _ in table}
+    names = [name for name, *_ in table]
+    weights = [weight for *_, weight in table]
     programs = []
     for p in range(spec.programs):
         turns = []
         for t in range(spec.turns):
             new = spec.system_tokens if t == 0 else loguniform(*spec.tool_tokens)
             last = t == spec.turns - 1
-            names = list(TOOLS)
-            weights = [TOOL_WEIGHTS.get(n, 1) for n in names]
-            tool = None if last else rng.choices(names, weights)[0]
+            if last:
+                tool = None
+            elif len(set(weights)) == 1:  # equal weights: the draw earlier versions made
+                tool = rng.choice(names)
+            else:
+                tool = rng.choices(names, weights)[0]
             pause = 0.0
             if tool is not None:
-                median, sigma = TOOLS[tool]
+                median, sigma = model[tool]
                 pause = spec.pause_scale * median * math.exp(rng.gauss(0.0, sigma))
             gen = rng.randint(*spec.gen_tokens)
             turns.append(Turn(tokens(new), gen, tool, pause))
