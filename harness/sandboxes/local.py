@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 
 from harness.sandboxes.base import SandboxSpec
-from harness.sandboxes.hostdir import HostDirBackend, agent_path
+from harness.sandboxes.cgroup import Cgroup
+from harness.sandboxes.hostdir import (
+    HostDirBackend,
+    HostDirSandbox,
+    agent_path,
+    copy_tree,
+    memory_tmp_root,
+)
 
 WARNING = (
     "the local backend runs commands on this machine without any isolation "
@@ -37,6 +44,9 @@ PASSED_ENV = (
 class LocalBackend(HostDirBackend):
     name = "local"
 
+    def __init__(self, cache_dir: Path, tmp_root: Path | None = None) -> None:
+        super().__init__(cache_dir, tmp_root if tmp_root is not None else memory_tmp_root())
+
     def agent_env(self, spec: SandboxSpec) -> dict[str, str] | None:
         env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
         return {**env, **spec.env}
@@ -47,12 +57,29 @@ class LocalBackend(HostDirBackend):
     def scratch_for(self, root: Path) -> str:
         return str(root / "scratch")
 
-    def agent_argv(self, spec: SandboxSpec, root: Path, workdir: str) -> list[str]:
+    async def prepare(self, spec: SandboxSpec, root: Path, source: Path | None) -> None:
+        (root / "scratch").mkdir()
+        if source is not None:
+            await copy_tree(source, root / "work")
+        else:
+            (root / "work").mkdir()
+
+    async def seed(
+        self, box: HostDirSandbox, source: Path | None, parent: HostDirSandbox | None
+    ) -> None:
+        """Nothing to do: `prepare` copied the tree on the host."""
+
+    async def fork(self, parent: HostDirSandbox) -> HostDirSandbox:
+        return await self._start(parent.spec, parent.root / "work", parent.base_commit, None)
+
+    def agent_argv(
+        self, spec: SandboxSpec, root: Path, source: Path | None, cgroup: Cgroup | None
+    ) -> list[str]:
         return [
             sys.executable,
             agent_path(),
             "--socket",
             str(root / "run" / "agent.sock"),
             "--workdir",
-            workdir,
+            self.workdir_for(spec, root),
         ]
