@@ -372,9 +372,10 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
 def _layer_size(client: Any, container_id: str) -> int | None:
     """Bytes in the container's writable layer (the engine walks it), None when gone."""
     try:
-        return int(client.api.inspect_container(container_id, size=True).get("SizeRw") or 0)
+        found = client.api.containers(all=True, size=True, filters={"id": container_id})
     except Exception:
         return None
+    return int(found[0].get("SizeRw") or 0) if found else None
 
 
 def _kill(container: Any) -> None:
