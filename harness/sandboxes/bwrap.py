@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
-import random
 import shutil
 import subprocess
 import warnings
@@ -25,13 +23,11 @@ from harness.errors import SandboxUnavailable
 from harness.sandboxes.base import CA_ENV, SandboxSpec
 from harness.sandboxes.cgroup import Cgroup
 from harness.sandboxes.checkout import readable_by_all
-from harness.sandboxes.hostdir import HostDirBackend, HostDirSandbox, agent_path
+from harness.sandboxes.hostdir import HostDirBackend, HostDirSandbox, agent_path, sandbox_uid
 
 SKIP = {"proc", "dev", "sys", "tmp", "run", "home", "root", "lost+found"}
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SRC = "/.harness/src"  # the checkout, read-only, that the agent copies into the work tree
-UID_BASE = 1 << 30  # per-sandbox uids: [UID_BASE, UID_BASE + UID_SPAN), never in /etc/passwd
-UID_SPAN = 1 << 24
 # What the agent keeps when root starts bwrap: drop to the sandbox uid, own the work tree.
 AGENT_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_CHOWN")
 NO_CGROUP_WARNING = (
@@ -68,7 +64,9 @@ class BwrapBackend(HostDirBackend):
             warnings.warn(NO_CGROUP_WARNING, stacklevel=2)
         return cgroup
 
-    async def prepare(self, spec: SandboxSpec, root: Path, source: Path | None) -> None:
+    async def prepare(
+        self, spec: SandboxSpec, root: Path, source: Path | None, parent: HostDirSandbox | None
+    ) -> None:
         """Nothing on the host (the work tree is a tmpfs inside the sandbox), except making
         a checkout cached by an older version readable by the sandbox's uid."""
         if source is not None and self.as_root and source.stat().st_mode & 0o005 != 0o005:
@@ -111,7 +109,7 @@ class BwrapBackend(HostDirBackend):
             argv += ["--cap-drop", "ALL"]
             for cap in AGENT_CAPS:
                 argv += ["--cap-add", cap]
-            uid = _free_uid()
+            uid = sandbox_uid()
             agent_opts += ["--run-as", f"{uid}:{uid}"]
             env.update(USER="sandbox", LOGNAME="sandbox")
         else:
@@ -160,16 +158,6 @@ class BwrapBackend(HostDirBackend):
             *agent_opts,
         ]
         return argv
-
-
-def _free_uid() -> int:
-    """A uid (and gid) for one sandbox, outside the range of the host's own users."""
-    while True:
-        uid = UID_BASE + random.randrange(UID_SPAN)
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            return uid
 
 
 def _help(bwrap: str) -> str:

@@ -11,6 +11,8 @@ import abc
 import asyncio
 import contextlib
 import os
+import pwd
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +22,9 @@ from harness.sandboxes.base import AgentSandbox, SandboxSpec
 from harness.sandboxes.cgroup import Cgroup
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+
+UID_BASE = 1 << 30  # sandbox uids: [UID_BASE, UID_BASE + UID_SPAN), never in /etc/passwd
+UID_SPAN = 1 << 24
 
 
 class HostDirBackend(abc.ABC):
@@ -53,7 +58,9 @@ class HostDirBackend(abc.ABC):
         """A writable directory outside the work tree, as seen inside the sandbox."""
 
     @abc.abstractmethod
-    async def prepare(self, spec: SandboxSpec, root: Path, source: Path | None) -> None:
+    async def prepare(
+        self, spec: SandboxSpec, root: Path, source: Path | None, parent: HostDirSandbox | None
+    ) -> None:
         """Host-side preparation of a sandbox's directory before its agent starts."""
 
     @abc.abstractmethod
@@ -92,7 +99,7 @@ class HostDirBackend(abc.ABC):
         try:
             # The socket's directory: only the agent's uid may write it (never the commands').
             (root / "run").mkdir(mode=0o700)
-            await self.prepare(spec, root, source)
+            await self.prepare(spec, root, source, parent)
             cgroup = await asyncio.to_thread(self.make_cgroup, spec)
             preexec = cgroup.join if cgroup is not None else None
             with open(root / "agent.log", "wb") as log:
@@ -174,19 +181,47 @@ class HostDirSandbox(AgentSandbox):
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
-async def copy_tree(source: Path, dest: Path) -> None:
+async def copy_tree(source: Path, dest: Path, as_uid: int | None = None) -> None:
+    """cp -a; with `as_uid`, as that user (a tree sandboxed code could write: a symlink it
+    swaps in mid-copy then reaches no more than that code itself could)."""
+    src = str(source)
+    if as_uid is not None:
+        dest.mkdir()
+        os.chown(dest, as_uid, as_uid)
+        src += "/."
     proc = await asyncio.create_subprocess_exec(
         "cp",
         "-a",
         "--reflink=auto",
-        str(source),
+        src,
         str(dest),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        user=as_uid,
+        group=as_uid,
+        extra_groups=[] if as_uid is not None else None,
     )
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise SandboxError(f"copying the work tree failed: {err.decode(errors='replace')}")
+
+
+def sandbox_uid() -> int:
+    """A uid (and gid) for sandboxed commands, outside the range of the host's own users."""
+    while True:
+        uid = UID_BASE + random.randrange(UID_SPAN)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+
+
+def chown_tree(tree: Path, uid: int) -> None:
+    """Give a freshly copied tree (nothing sandboxed has touched it yet) to `uid`."""
+    os.lchown(tree, uid, uid)
+    for top, dirs, files in os.walk(tree):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(top, name), uid, uid)
 
 
 def memory_tmp_root(min_free: int = 2 << 30) -> Path | None:

@@ -36,6 +36,12 @@ def status_fields(text: str) -> dict[str, str]:
     return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
 
 
+async def test_local_commands_are_unprivileged_too(cache_dir: Path, repo: Path) -> None:
+    """No isolation, but started by root it still runs nothing as root."""
+    async with make_backend("local", cache_dir) as be:  # type: ignore[attr-defined]
+        await test_commands_are_unprivileged(be, repo)
+
+
 async def test_commands_are_unprivileged(backend: SandboxBackend, repo: Path) -> None:
     async with await backend.open(SandboxSpec(repo=repo)) as box:
         res = await box.exec("id -u; id -g; cat /proc/self/status")

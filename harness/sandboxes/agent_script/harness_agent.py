@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import os
+import pwd
 import resource
 import select
 import signal
@@ -242,6 +243,16 @@ def kill_tree(proc, marker):
         pass
 
 
+def missing(argv, env):
+    """Whether a bare command name is on no PATH entry (execvp reports EACCES instead of
+    ENOENT when an entry is one the sandbox user may not search, like root's home)."""
+    name = argv[0] if argv else ""
+    if not name or "/" in name:
+        return False
+    dirs = (env.get("PATH") or os.defpath).split(os.pathsep)
+    return not any(os.path.exists(os.path.join(d or ".", name)) for d in dirs)
+
+
 def do_exec(conn, req, workdir):
     eid = uuid.uuid4().hex
     marker = ("HARNESS_EXEC_ID=%s" % eid).encode()
@@ -265,7 +276,7 @@ def do_exec(conn, req, workdir):
             **user_kwargs(),
         )
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
-        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        code = 127 if isinstance(exc, FileNotFoundError) or missing(req["argv"], env) else 126
         send_result(
             conn,
             {
@@ -566,14 +577,33 @@ def handle(conn, workdir):
             pass
 
 
+def user_env(uid):
+    """HOME, USER and LOGNAME of the sandbox user for commands, unless set on purpose."""
+    try:
+        own = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        own = None
+    if os.environ.get("HOME") not in (None, "", own):
+        return
+    try:
+        entry = pwd.getpwuid(uid)
+        home, name = entry.pw_dir, entry.pw_name
+    except KeyError:
+        home, name = "/tmp", "sandbox"
+    if not os.path.isdir(home):
+        home = "/tmp"
+    os.environ.update({"HOME": home, "USER": name, "LOGNAME": name})
+
+
 def lock_down():
-    """Make the agent non-dumpable (a same-uid process can then neither trace nor read it)
-    and clear its inheritable capabilities (so no command could ever carry one)."""
+    """Make the agent non-dumpable (a same-uid process can then neither trace nor read it),
+    set no_new_privs for it and its commands, and clear its inheritable capabilities."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no setuid binary lifts a command
         header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
         data = (ctypes.c_uint32 * 6)()  # {effective, permitted, inheritable} x 2
         if libc.capget(header, data) == 0 and (data[2] or data[5]):
@@ -594,6 +624,7 @@ def main():
     if args.run_as:
         uid, gid = args.run_as.split(":")
         _state["run_as"] = (int(uid), int(gid))
+        user_env(int(uid))
     for item in args.rlimit:  # inherited by every command
         name, value = item.split("=")
         resource.setrlimit(RLIMITS[name], (int(value), int(value)))
