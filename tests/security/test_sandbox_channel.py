@@ -158,3 +158,13 @@ async def test_an_oversized_frame_is_refused_unread(tmp_path: Path, kind: bytes)
     finally:
         await channel.close()
         server.close()
+
+
+async def test_commands_cannot_kill_the_agent(backend: SandboxBackend, repo: Path) -> None:
+    async with await backend.open(SandboxSpec(repo=repo)) as box:
+        res = await box.exec("pkill -9 -f '[/].harness/agent.py'; sleep 0.5; echo tried")
+        assert res.stdout == "tried\n"
+        # Its helper (the sandbox user's own) may die; the agent answers and starts another.
+        res = await box.exec("sleep 30 & sleep 30 & wait", timeout=1.0)
+        assert res.timed_out
+        assert (await box.exec("pgrep -c -x sleep || true")).stdout.strip() == "0"
