@@ -14,7 +14,7 @@ from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.engine import Engine, StepError
 from harness.llm.engine.runner import ModelRunner
 from harness.llm.engine.sequence import EngineRequest, SamplingParams
-from tests.fixtures.faults import POISON, InjectedFault, Poison, hook, poison_prompt
+from tests.fixtures.faults import POISON, BreakableClock, Poison, hook, poison_prompt
 from tests.llm.engine.conftest import greedy_reference, tiny_model
 
 CFG = EngineConfig(block_size=8, num_blocks=64, max_batched_tokens=64, max_model_len=400)
@@ -84,19 +84,6 @@ async def test_a_seed_torch_cannot_take_is_refused_up_front(tokenizer: Any) -> N
         ok = await llm.chat(_req("sample", temperature=1.0, seed=(1 << 64) - 1))
         assert ok.usage.completion_tokens > 0
         assert llm.engine.stats.failed_steps == 0
-
-
-class BreakableClock:
-    """The engine's clock (a dependency it takes); once broken, reading it raises, which the
-    engine loop meets outside any step: a fault it cannot isolate."""
-
-    def __init__(self) -> None:
-        self.broken = False
-
-    def now(self) -> float:
-        if self.broken:
-            raise InjectedFault("the clock broke")
-        return 0.0
 
 
 async def test_a_dead_loop_says_so_and_refuses_work(tokenizer: Any) -> None:
