@@ -73,7 +73,10 @@ def _health(llm: LLM) -> str | None:
     return llm.health() if isinstance(llm, ReportsHealth) else None
 
 
-def _llm_error_response(exc: HarnessError, llm: LLM) -> JSONResponse:
+def _llm_error_response(exc: Exception, llm: LLM) -> JSONResponse:
+    if not isinstance(exc, HarnessError):  # a bug or a fault inside the backend
+        log.error("the model failed: %r", exc, exc_info=exc)
+        return error_response(500, f"the model failed: {exc!r}", kind="server_error")
     if isinstance(exc, ContextTooLong):
         return error_response(400, str(exc), param="messages", code="context_length_exceeded")
     if _health(llm) is not None:  # retrying elsewhere may help; retrying here will not
@@ -198,7 +201,7 @@ def build_app(
         if not parsed.stream:
             try:
                 done = await _unless_gone(request, llm.chat(parsed.request))
-            except HarnessError as e:
+            except Exception as e:
                 return _llm_error_response(e, llm)
             if done is None:
                 return _gone()
@@ -207,7 +210,7 @@ def build_app(
         try:
             # Errors found before the first token (a prompt too long) still get a status code.
             first = await _unless_gone(request, anext(events))
-        except HarnessError as e:
+        except Exception as e:
             await events.aclose()
             return _llm_error_response(e, llm)
         if first is None:
@@ -301,8 +304,11 @@ async def _sse(
         if include_usage:
             usage = {"id": completion_id, "object": "chat.completion.chunk", "created": created}
             yield _data({**usage, "model": model, "choices": [], "usage": _usage(event)})
-    except HarnessError as e:
-        yield _data({"error": {"message": str(e), "type": "server_error", "code": None}})
+    except Exception as e:  # the status line went out long ago: the error becomes an event
+        if not isinstance(e, HarnessError):
+            log.error("the model failed while streaming: %r", e, exc_info=e)
+        error = {"message": str(e), "type": "server_error", "param": None, "code": None}
+        yield _data({"error": error})
     finally:
         await events.aclose()  # stops generation when the client went away
     yield "data: [DONE]\n\n"

@@ -22,7 +22,15 @@ from harness.llm.local import LocalLLM, load_pretrained
 from harness.llm.openai_http import OpenAIHTTP, RetryPolicy
 from harness.llm.scripted import ScriptedLLM
 from harness.llm.server import ServerStats, build_app, run_asgi, serving
-from tests.fixtures.faults import POISON, BreakableClock, Gate, Poison, hook, poison_prompt
+from tests.fixtures.faults import (
+    POISON,
+    BreakableClock,
+    FailAt,
+    Gate,
+    Poison,
+    hook,
+    poison_prompt,
+)
 from tests.fixtures.tiny_model import CONTEXT_WINDOW, stop_string_from
 
 CHAT = {"messages": [{"role": "user", "content": "Fix the failing test"}], "temperature": 0}
@@ -373,7 +381,8 @@ async def fresh(request: pytest.FixtureRequest, tiny_model_dir: Path) -> AsyncIt
     await llm.aclose()
 
 
-async def test_a_fault_inside_generation_fails_only_that_request(fresh: Any) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_fault_inside_generation_fails_only_that_request(fresh: Any, stream: bool) -> None:
     llm, model, tokenizer = fresh
     poison = Poison(tokenizer.convert_tokens_to_ids(POISON))
     handle = hook(model, poison)
@@ -381,7 +390,8 @@ async def test_a_fault_inside_generation_fails_only_that_request(fresh: Any) -> 
         async with serving(llm) as url, httpx.AsyncClient() as http:
             body = {**CHAT, "max_tokens": 5}
             before = await http.post(f"{url}/chat/completions", json=body)
-            bad_body = {**body, "messages": [{"role": "user", "content": poison_prompt()}]}
+            poisoned = [{"role": "user", "content": poison_prompt()}]
+            bad_body = {**body, "messages": poisoned, "stream": stream}
             bad = await http.post(f"{url}/chat/completions", json=bad_body)
             after = await http.post(f"{url}/chat/completions", json=body)
             health = await http.get(url.removesuffix("/v1") + "/health")
@@ -389,12 +399,30 @@ async def test_a_fault_inside_generation_fails_only_that_request(fresh: Any) -> 
         handle.remove()
     assert poison.hits == 1
     assert bad.status_code == 500
-    error = bad.json()["error"]
+    error = bad.json()["error"]  # the fault comes before the first token: a status code still
     assert error["type"] == "server_error" and "injected fault" in error["message"]
     assert after.status_code == 200 and after.json()["choices"] == before.json()["choices"]
     assert health.status_code == 200
     if isinstance(llm, EngineLLM):
         assert llm.engine.stats.failed_requests == 1
+
+
+async def test_a_fault_mid_stream_ends_it_with_an_error_event(fresh: Any) -> None:
+    llm, model, _ = fresh
+    handle = hook(model, FailAt(4))  # the prompt, two tokens, then the fault
+    try:
+        async with serving(llm) as url, httpx.AsyncClient() as http:
+            body = {**CHAT, "max_tokens": 20, "stream": True}
+            reply = await http.post(f"{url}/chat/completions", json=body)
+            after = await http.post(f"{url}/chat/completions", json={**CHAT, "max_tokens": 3})
+    finally:
+        handle.remove()
+    assert reply.status_code == 200
+    events = sse_events(reply.text)
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["type"] == "server_error" and "injected fault" in error["message"]
+    assert after.status_code == 200
 
 
 async def test_a_dead_engine_answers_503_on_health_and_requests(
