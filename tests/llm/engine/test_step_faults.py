@@ -47,6 +47,27 @@ def test_a_failed_step_fails_only_the_requests_in_it() -> None:
     assert engine.scheduler.bm.num_free == cfg.num_blocks  # the failed request's blocks are back
 
 
+def test_a_failed_step_that_moved_kv_blocks_is_not_survivable() -> None:
+    """With blocks copied to the CPU tier in the failing step, the prefix cache's books may
+    name KV that was never written: the error must stop the engine, not be isolated."""
+    model = tiny_model()
+    cfg = EngineConfig(
+        block_size=4, num_blocks=12, num_cpu_blocks=32, max_batched_tokens=64, policy="ttl"
+    )
+    engine = Engine(ModelRunner(model, cfg), cfg, adapt_prefill_rate=False)
+    engine.add_request(
+        EngineRequest(tuple(range(1, 19)), max_tokens=5, program_id="p", next_tool="t")
+    )
+    engine.run_until_done()  # p's KV stays pinned
+    # A long prompt evicts the pin to the CPU tier in the step that fails.
+    bad = SamplingParams(1.0, 1.0, 2**70)
+    engine.add_request(EngineRequest(tuple(range(20, 56)), max_tokens=4, sampling=bad))
+    with pytest.raises(ValueError) as caught:
+        engine.step()
+    assert not isinstance(caught.value, StepError)
+    assert engine.scheduler.bm.offloaded > 0 and engine.stats.failed_steps == 0
+
+
 async def test_engine_llm_fails_the_poisoned_step_and_keeps_serving(tokenizer: Any) -> None:
     model = tiny_model()
     handle = hook(model, Poison(tokenizer.convert_tokens_to_ids(POISON)))
