@@ -74,7 +74,7 @@ def test_action_runs_the_bot_with_its_inputs(
         tmp_path, project, github, token, payload, label="fix-me", **{"api-key": "sk-" + "7" * 30}
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("refused: @triager is NONE")
+    assert proc.stdout.startswith("refused: @triager has triage permission")
     assert "nothing was started" in github.issue_comments(REPO, ISSUE)[-1]["body"]
     assert "sk-" + "7" * 30 not in proc.stdout + proc.stderr
 
