@@ -292,3 +292,18 @@ def test_temp_dir_of_a_live_process_is_kept_until_it_dies(tmp_path: Path) -> Non
         proc.wait()
     assert sorted(prune_host(tmp_path / "cache", [tmp])) == sorted(f"directory {p}" for p in held)
     assert not any(p.exists() for p in held)
+
+
+def test_cli_prune_takes_a_dead_owners_leftovers(client: docker.DockerClient, mine: str) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    me = this_process()
+    key, value = mine.split("=")
+    labels = {LABEL: "1", LABEL_OWNER_ID: f"{me.boot_id}/{me.pidns}/{dead.pid}/1", key: value}
+    leftover = client.containers.create(BASE_IMAGE, ["true"], labels=labels)
+    cli = [sys.executable, "-m", "harness", "sandbox", "prune"]
+    res = subprocess.run([*cli, "--label", mine], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"removed container {leftover.name}", "1 removed"]
+    bad = subprocess.run([*cli, "--label", "nokey"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "is not KEY=VALUE" in bad.stderr
