@@ -52,21 +52,26 @@ def prune(
     removed: list[str] = []
     labels = [LABEL, label] if label else [LABEL]
     now = engine_time(str(client.info().get("SystemTime") or ""))
-    for container in client.containers.list(all=True, filters={"label": labels}):
+    # Other processes add and remove containers meanwhile: one that is gone is skipped.
+    found = client.containers.list(all=True, filters={"label": labels}, ignore_removed=True)
+    for container in found:
         if everything or _container_stale(container, now, grace_s):
             _remove_container(container)
             removed.append(f"container {container.name}")
-    in_use = {str(c.attrs.get("Image") or "") for c in client.containers.list(all=True)}
+    # Summaries (one API call each), not models: those inspect every item, racing removals.
+    in_use = {str(c.get("ImageID") or "") for c in client.api.containers(all=True)}
     # Newest first: a fork of a fork is built on its parent's image.
-    found = client.images.list(filters={"label": labels})
-    for image in sorted(found, key=lambda i: str(i.attrs.get("Created") or ""), reverse=True):
-        kind = image.labels.get(LABEL_IMAGE, "")
+    summaries = client.api.images(filters={"label": labels})
+    for image in sorted(summaries, key=lambda i: int(i.get("Created") or 0), reverse=True):
+        image_id, image_labels = str(image["Id"]), dict(image.get("Labels") or {})
+        kind = image_labels.get(LABEL_IMAGE, "")
         stale_fork = kind == "fork" and (
-            everything or (image.id not in in_use and _image_stale(image, now, grace_s))
+            everything
+            or (image_id not in in_use and _image_stale(image_labels, image, now, grace_s))
         )
         wanted = stale_fork or (images and kind.startswith("snapshot-"))
-        if wanted and _remove_image(client, image.id):
-            removed.append(f"image {image.short_id} ({kind})")
+        if wanted and _remove_image(client, image_id):
+            removed.append(f"image {image_id.removeprefix('sha256:')[:12]} ({kind})")
     return removed
 
 
@@ -102,11 +107,14 @@ def _container_stale(container: Any, now: float | None, grace_s: float) -> bool:
     return _older(since, now, grace_s)
 
 
-def _image_stale(image: Any, now: float | None, grace_s: float) -> bool:
-    verdict = owner_liveness(image.labels)
+def _image_stale(
+    labels: dict[str, str], summary: dict[str, Any], now: float | None, grace_s: float
+) -> bool:
+    verdict = owner_liveness(labels)
     if verdict != "unknown":
         return verdict == "dead"
-    return _older(engine_time(str(image.attrs.get("Created") or "")), now, grace_s)
+    created = summary.get("Created")  # seconds since the epoch, by the engine's clock
+    return _older(float(created) if created else None, now, grace_s)
 
 
 def _older(since: float | None, now: float | None, grace_s: float) -> bool:

@@ -94,6 +94,15 @@ def test_action_rejects_a_bad_key_variable_name(
     assert github.requests == []
 
 
+def test_the_removed_trusted_input_fails_loudly(
+    tmp_path: Path, project: Project, github: FakeGitHub, token: str
+) -> None:
+    # `trusted: OWNER` once narrowed who may trigger; silently ignoring it would widen that.
+    proc = run_action(tmp_path, project, github, token, label_event(github), trusted="OWNER")
+    assert proc.returncode == 2 and "set min-permission" in proc.stdout
+    assert github.requests == []
+
+
 def test_no_input_is_spliced_into_the_script() -> None:
     for step in ACTION["runs"]["steps"]:
         assert "${{" not in step.get("run", ""), step["name"]

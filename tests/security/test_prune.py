@@ -21,7 +21,13 @@ from pathlib import Path
 import docker
 import pytest
 
-from harness.sandboxes.docker import LABEL, LABEL_OWNER, LABEL_OWNER_ID, owner_labels
+from harness.sandboxes.docker import (
+    LABEL,
+    LABEL_IMAGE,
+    LABEL_OWNER,
+    LABEL_OWNER_ID,
+    owner_labels,
+)
 from harness.sandboxes.owner import ProcessId, current_process
 from harness.sandboxes.prune import prune, prune_host
 from tests.conftest import BASE_IMAGE, docker_ready, git, make_repo
@@ -108,11 +114,12 @@ def kill_when(
                 return False
             os.killpg(proc.pid, signal.SIGCONT)
             time.sleep(0.02)
-        raise AssertionError(f"the harness process ended first: {proc.stderr}")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+    assert proc.stderr is not None
+    raise AssertionError(f"harness ended (or hung) first: {proc.stderr.read().decode()[-2000:]}")
 
 
 def test_live_sandbox_of_another_host_survives_prune(
@@ -173,6 +180,34 @@ def test_dead_owner_whose_pid_was_reused_is_removed(client: docker.DockerClient,
     assert sorted(removed) == sorted([f"container {created.name}", f"container {running.name}"])
     live.reload()
     assert live.status == "running"
+
+
+def test_fork_image_of_a_dead_owner_goes_and_a_live_owners_stays(
+    client: docker.DockerClient, mine: str
+) -> None:
+    me = this_process()
+    key, value = mine.split("=")
+    reused = ProcessId(me.boot_id, me.pidns, me.pid, me.start - 1)
+    fork = {LABEL: "1", LABEL_IMAGE: "fork", key: value}
+    box = client.containers.create(BASE_IMAGE, ["true"], labels={key: value})
+    try:
+        dead = box.commit(
+            "harness-fork",
+            uuid.uuid4().hex[:12],
+            conf={"Labels": {**fork, LABEL_OWNER_ID: str(reused)}},
+        )
+        live = box.commit(
+            "harness-fork", uuid.uuid4().hex[:12], conf={"Labels": {**fork, **owner_labels()}}
+        )
+    finally:
+        box.remove(force=True)
+    try:
+        assert prune(client, label=mine) == [f"image {dead.id.removeprefix('sha256:')[:12]} (fork)"]
+        assert client.images.get(live.id).id == live.id
+    finally:
+        for image in (dead, live):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                client.images.remove(image.id, force=True)
 
 
 def test_foreign_leftovers_go_after_the_grace_period(
@@ -259,7 +294,7 @@ def test_prune_after_kill_9_removes_created_containers_and_temp_dirs(
         ]
         removed += prune_host(cache, [tmp])
         assert all(containers(client, owner) == [] for owner in owners), removed
-        assert list(tmp.glob("harness-*")) == [] and checkouts() == []
+        assert list(tmp.glob("harness-*")) == [] and checkouts() == [], removed
     finally:
         for owner in owners:
             for name in containers(client, owner):
