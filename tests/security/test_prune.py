@@ -189,12 +189,14 @@ def test_fork_image_of_a_dead_owner_goes_and_a_live_owners_stays(
     key, value = mine.split("=")
     reused = ProcessId(me.boot_id, me.pidns, me.pid, me.start - 1)
     fork = {LABEL: "1", LABEL_IMAGE: "fork", key: value}
+    # What the process that had our pid before us left: both owner labels name "our" pid.
+    gone = {LABEL_OWNER: f"{socket.gethostname()}:{me.pid}", LABEL_OWNER_ID: str(reused)}
     box = client.containers.create(BASE_IMAGE, ["true"], labels={key: value})
     try:
         dead = box.commit(
             "harness-fork",
             uuid.uuid4().hex[:12],
-            conf={"Labels": {**fork, LABEL_OWNER_ID: str(reused)}},
+            conf={"Labels": {**fork, **gone}},
         )
         live = box.commit(
             "harness-fork", uuid.uuid4().hex[:12], conf={"Labels": {**fork, **owner_labels()}}
