@@ -80,7 +80,8 @@ def containers(client: docker.DockerClient, owner: str, status: str | None = Non
     filters: dict[str, object] = {"label": f"{LABEL_OWNER}={owner}"}
     if status is not None:
         filters["status"] = status
-    return [c.name for c in client.containers.list(all=True, filters=filters)]
+    found = client.containers.list(all=True, filters=filters, ignore_removed=True)
+    return [c.name for c in found]
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
