@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import os
 import resource
-import shutil
-import tempfile
 from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.sandboxes.base import AgentSandbox, SandboxSpec
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+from harness.tempdirs import drop_tempdir, hold_tempdir
 
 
 class HostDirBackend(abc.ABC):
@@ -66,7 +65,7 @@ class HostDirBackend(abc.ABC):
     async def _start(
         self, spec: SandboxSpec, source: Path | None, base_commit: str | None
     ) -> HostDirSandbox:
-        root = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}-", dir=self.tmp_root))
+        root = hold_tempdir(f"harness-{self.name}-", self.tmp_root)
         try:
             work = root / "work"
             if source is not None:
@@ -87,7 +86,7 @@ class HostDirBackend(abc.ABC):
                     preexec_fn=lambda: self.preexec(spec),
                 )
         except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
+            drop_tempdir(root)
             raise
         box = HostDirSandbox(self, spec, root, proc, workdir, self.scratch_for(root))
         try:
@@ -142,7 +141,7 @@ class HostDirSandbox(AgentSandbox):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, 9)
                 await self.proc.wait()
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        await asyncio.to_thread(drop_tempdir, self.root)
 
 
 async def _copy_tree(source: Path, dest: Path) -> None:
