@@ -93,7 +93,21 @@ async def apply_edit(box: Sandbox, reply_body: str) -> EditResult:
             await _undo(box, written, files)
             return EditResult(error=f"the sandbox refused to write {path} ({exc})")
         written.append(path)
+    await _drop_bytecode(box, written)
     return EditResult(len(blocks), tuple(written), None, parsed.unfinished)
+
+
+async def _drop_bytecode(box: Sandbox, paths: list[str]) -> None:
+    """Remove the cached bytecode of edited modules: Python trusts a .pyc whose recorded
+    source mtime (whole seconds) and size match, so an edit that keeps a file's size within
+    a second of the last run would otherwise run the old code."""
+    modules = [p for p in paths if p.endswith(".py")]
+    if modules:
+        script = (
+            'for f in "$@"; do d=$(dirname -- "$f"); b=$(basename -- "$f" .py); '
+            'rm -f -- "$d/__pycache__/$b".*.pyc; done'
+        )
+        await box.exec(["sh", "-c", script, "sh", *modules], timeout=60)
 
 
 async def _real_paths(box: Sandbox, paths: list[str]) -> dict[str, str | None]:
