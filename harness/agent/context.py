@@ -138,13 +138,15 @@ class ContextFinder:
         ranked = sorted(contents, key=lambda p: (-lexical[p], p))
         pool = ranked[: self.config.max_candidates]
         files = [ContextFile(p, contents[p], lexical[p]) for p in pool]
+        judged = False
         if self.config.relevance and files:
             files = await self._relevance(issue, files)
             relevant = [f for f in files if f.relevant]
-            if not relevant:  # the model said nothing usable: keep the lexical leaders
-                relevant = [f for f in files if f.relevant is None][:5] or files[:5]
-            files = relevant
-        if self.config.rankings > 0 and len(files) > 1:
+            judged = bool(relevant)
+            # No file called relevant: keep the lexical leaders among the unreadable verdicts
+            # (the model said nothing usable about them), never a file it called irrelevant.
+            files = relevant or [f for f in files if f.relevant is None][:5]
+        if self.config.rankings > 0 and len(files) > 1 and (judged or not self.config.relevance):
             files = await self._rank(issue, files)
         return ContextResult(tuple(files), pack(files, self.config.token_budget))
 
