@@ -37,11 +37,13 @@ async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncItera
 
 @pytest.fixture
 def linked_repo(tmp_path: Path) -> tuple[Path, str]:
-    """A real repository whose tree holds `up -> ..` and `hostetc -> /etc`."""
+    """A real repository whose tree holds `up -> ..` and `host -> <an absolute host path>`
+    (a directory of this test, so that a regression plants files nowhere else)."""
     repo = tmp_path / "repo"
     make_repo(repo, {"calc.py": CALC, "pkg/__init__.py": ""})
+    (tmp_path / "outside").mkdir()
     os.symlink("..", repo / "up")
-    os.symlink("/etc", repo / "hostetc")
+    os.symlink(str(tmp_path / "outside"), repo / "host")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "links")
     return repo, git(repo, "rev-parse", "HEAD")
@@ -58,14 +60,14 @@ async def test_an_edit_through_a_link_out_of_the_tree_is_refused(
 ) -> None:
     repo, commit = linked_repo
     escape = "<edit>\n" + block("up/escape.py", "", "import os  # planted") + "</edit>"
-    etc = "<edit>\n" + block("hostetc/harness-planted", "", "x") + "</edit>"
+    host = "<edit>\n" + block("host/planted.py", "", "x = 1") + "</edit>"
     git_dir = "<edit>\n" + block(".git/hooks/post-checkout", "", "#!/bin/sh\nid") + "</edit>"
     boxes: list[Sandbox] = []
     run = await run_edit_stage(
         backend,
         repo,
         commit,
-        [escape, etc, git_dir, FIX, "<done/>"],
+        [escape, host, git_dir, FIX, "<done/>"],
         tmp_path,
         test=TEST,
         max_turns=6,
@@ -73,18 +75,23 @@ async def test_an_edit_through_a_link_out_of_the_tree_is_refused(
     )
     try:
         assert not await outside(boxes[0], "escape.py")
-        planted = await boxes[0].exec("test -e /etc/harness-planted")
+        planted = await boxes[0].exec(f"test -e {tmp_path}/outside/planted.py")
         assert planted.exit_code != 0
     finally:
         await boxes[0].close()
-    assert not (repo.parent / "escape.py").exists() and not Path("/etc/harness-planted").exists()
-    paths = ("up/escape.py", "hostetc/harness-planted", ".git/hooks/post-checkout")
+    assert not (repo.parent / "escape.py").exists()
+    assert list((tmp_path / "outside").iterdir()) == []
+    paths = ("up/escape.py", "host/planted.py", ".git/hooks/post-checkout")
     for told, path in zip(run.observations[:3], paths, strict=True):
         assert f"block 1 ({path}): the path leads outside the repository" in told, told
     # The sample went on: the real fix is its candidate, and nothing else is in it.
     assert run.outcome.reason == "done" and run.outcome.patched and run.outcome.patched.passes
     assert "calc.py" in run.outcome.patch
-    assert "escape" not in run.outcome.patch and "planted" not in run.outcome.patch
+    assert (
+        "escape" not in run.outcome.patch
+        and "planted" not in run.outcome.patch
+        and ".git" not in run.outcome.patch
+    )
 
 
 async def test_a_write_the_sandbox_refuses_is_an_observation_and_undoes_the_edit(
