@@ -2,7 +2,8 @@
 (search/replace blocks in an <edit> reply), parsed and applied to the base commit's files.
 
 Each hunk becomes one block (SEARCH = its old lines, REPLACE = its new lines; context is
-widened, as the model is told to, when the old lines are not unique in the file). An instance
+widened, as the model is told to, when the old lines are not unique in the file), once with
+the hunk's context lines and once with the changed lines alone. An instance
 is `exact` when every file comes out byte for byte as the gold patch makes it, `observation`
 when the edit is refused with a message for the model, `corrupted` when it applies but the
 result differs (the silent failure the format must never have). `--baseline REV` measures the
@@ -41,6 +42,10 @@ from benchmarks.machine import describe  # noqa: E402
 from harness.agent import edits as current_edits  # noqa: E402
 from harness.agent.actions import Action, parse_action  # noqa: E402
 
+# "hunk": each block is a gold hunk with its context lines (three, as a model quotes);
+# "minimal": only the changed lines, widened until unique (the fuzzy and unique paths).
+MODES = ("hunk", "minimal")
+
 
 def edits_at(rev: str) -> types.ModuleType:
     """harness/agent/edits.py as it was at `rev`, loaded as a module of its own."""
@@ -56,8 +61,24 @@ def edits_at(rev: str) -> types.ModuleType:
     return module
 
 
-def block_lines(path: str, hunk: Hunk, base: list[str]) -> list[str]:
-    """One block for `hunk`, widened with the file's lines until its SEARCH is unique."""
+def trimmed(hunk: Hunk, base: list[str]) -> Hunk:
+    """The hunk without its context lines (at least one old line stays)."""
+    old, new = hunk.old, hunk.new
+    lead = 0
+    while lead < min(len(old) - 1, len(new)) and old[lead] == new[lead]:
+        lead += 1
+    trail = 0
+    while trail < min(len(old) - lead - 1, len(new) - lead) and old[-1 - trail] == new[-1 - trail]:
+        trail += 1
+    start = locate_hunk(base, hunk, 0)
+    return Hunk(start + lead + 1, old[lead : len(old) - trail], new[lead : len(new) - trail])
+
+
+def block_lines(path: str, hunk: Hunk, base: list[str], minimal: bool = False) -> list[str]:
+    """One block for `hunk`, widened with the file's lines until its SEARCH is unique;
+    `minimal` starts from the changed lines alone instead of the hunk's context."""
+    if minimal and hunk.old:
+        hunk = trimmed(hunk, base)
     old, new = list(hunk.old), list(hunk.new)
     start = locate_hunk(base, hunk, 0)
     end = start + len(old)
@@ -77,7 +98,7 @@ def block_lines(path: str, hunk: Hunk, base: list[str]) -> list[str]:
     return [path, "<<<<<<< SEARCH", *old, "=======", *new, ">>>>>>> REPLACE"]
 
 
-def reply_for(diffs: list[FileDiff], bases: dict[str, str]) -> str:
+def reply_for(diffs: list[FileDiff], bases: dict[str, str], minimal: bool) -> str:
     lines = ["I will fix it.", "<edit>"]
     for diff in diffs:
         path = diff.new_path or ""
@@ -87,7 +108,7 @@ def reply_for(diffs: list[FileDiff], bases: dict[str, str]) -> str:
             continue
         base = bases[diff.old_path].split("\n")
         for hunk in diff.hunks:
-            lines += block_lines(path, hunk, base)
+            lines += block_lines(path, hunk, base, minimal)
     return "\n".join([*lines, "</edit>"])
 
 
@@ -154,16 +175,21 @@ def main() -> None:
             base = (data or b"").decode("utf-8")
             bases[diff.old_path] = base
             want[diff.old_path] = apply_hunks(base, diff.hunks)
-        reply = reply_for(diffs, {k: v for k, v in bases.items() if v is not None})
-        for name, module in modules.items():
-            kind, detail = outcome(module, reply, bases, want)
-            row[name] = {"outcome": kind, **({"detail": detail[:300]} if detail else {})}
+        existing = {k: v for k, v in bases.items() if v is not None}
+        for mode in MODES:
+            reply = reply_for(diffs, existing, mode == "minimal")
+            for name, module in modules.items():
+                kind, detail = outcome(module, reply, bases, want)
+                row[f"{name}, {mode}"] = {
+                    "outcome": kind,
+                    **({"detail": detail[:300]} if detail else {}),
+                }
         rows.append(row)
     for reader in readers.values():
         reader.close()
 
     summary: dict[str, Any] = {}
-    for name in modules:
+    for name in (f"{n}, {mode}" for n in modules for mode in MODES):
         counts = Counter(r[name]["outcome"] for r in rows if name in r)
         summary[name] = {
             "instances": sum(counts.values()),

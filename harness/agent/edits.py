@@ -171,12 +171,13 @@ def _resolve(
     right after that SEARCH, followed by the block's next line too, is file text (an RST or
     docstring underline quoted in SEARCH), not the divider. Anything left ambiguous is
     reported, never guessed."""
+
+    def is_text(search: str, line: str, replace: str) -> bool:
+        after = replace.split("\n", 1)[0]
+        return bool(replace) and _count(content, "\n".join((search, line, after))) > 0
+
     possible = [r for r in readings if r[0].strip() and _count(content, r[0]) == 1]
-    likely = [
-        r
-        for r in possible
-        if not (r[2] and _count(content, f"{r[0]}\n{r[1]}\n{r[2].split(chr(10))[0]}") > 0)
-    ]
+    likely = [r for r in possible if not is_text(*r)]
     chosen = likely or possible
     if len(chosen) == 1:
         return chosen[0][0], chosen[0][2]
