@@ -35,7 +35,7 @@ class StageConfig:
 @dataclass(frozen=True)
 class ContextConfig:
     enabled: bool = True
-    max_candidates: int = 40  # files the relevance model reads (after lexical pre-ranking)
+    max_candidates: int = 80  # files the relevance model reads (benchmarks/context_recall.py)
     relevance: bool = True  # ask the model about each candidate file
     rankings: int = 1  # model rankings merged by mean rank (CodeMonkeys uses 3)
     token_budget: int = 2500  # tokens of file content packed into prompts

@@ -12,11 +12,11 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from harness.errors import RepoError, TaskError
 from harness.sandboxes.checkout import SAFE_GIT, git, resolve_commit
+from harness.tempdirs import drop_tempdir, hold_tempdir
 from harness.types import Task
 
 _URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:|\.git/?$")
@@ -95,7 +95,7 @@ async def snapshot_directory(directory: Path, cache_dir: Path) -> tuple[Path, st
     target = cache_dir / "snapshots" / digest.hexdigest()[:20]
     if not (target / ".git").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        tmp = hold_tempdir(".tmp-", target.parent)
         try:
             await asyncio.to_thread(
                 shutil.copytree,
@@ -121,7 +121,7 @@ async def snapshot_directory(directory: Path, cache_dir: Path) -> tuple[Path, st
             )
             os.rename(work, target)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            drop_tempdir(tmp)
     return target, await resolve_commit(target, "HEAD")
 
 
@@ -132,7 +132,7 @@ async def clone(url: str, cache_dir: Path) -> Path:
         await git("fetch", "-q", "--tags", "origin", cwd=target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    tmp = hold_tempdir(".tmp-", target.parent)
     try:
         try:
             await git("clone", "-q", "--no-checkout", url, str(tmp / "repo"))
@@ -143,7 +143,7 @@ async def clone(url: str, cache_dir: Path) -> Path:
             ) from exc
         os.rename(tmp / "repo", target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_tempdir(tmp)
     return target
 
 

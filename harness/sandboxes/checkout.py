@@ -12,12 +12,11 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 from harness.errors import RepoError
+from harness.tempdirs import drop_tempdir, hold_tempdir, release_tempdir
 
 SAFE_GIT = [
     "git",
@@ -106,7 +105,7 @@ async def cached_checkout(repo: Path, commit: str, cache_dir: Path) -> Path:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         if (target / ".git").exists():  # another process finished it meanwhile
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        tmp = hold_tempdir(".tmp-", target.parent)
         try:
             await git("init", "-q", str(tmp))
             upload = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
@@ -122,8 +121,9 @@ async def cached_checkout(repo: Path, commit: str, cache_dir: Path) -> Path:
             await git("-c", "advice.detachedHead=false", "checkout", "-q", commit, cwd=tmp)
             await asyncio.to_thread(readable_by_all, tmp)
             os.rename(tmp, target)
+            release_tempdir(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            drop_tempdir(tmp)
             raise
     with contextlib.suppress(OSError):
         os.unlink(f"{target}.lock")

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -31,9 +30,12 @@ from harness.errors import ImageError, SandboxError, SandboxUnavailable
 from harness.sandboxes.base import CA_ENV, AgentSandbox, SandboxSpec
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+from harness.sandboxes.owner import current_process
+from harness.tempdirs import drop_tempdir, hold_tempdir
 
 LABEL = "harness.sandbox"  # on every container and image this backend creates
-LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created it
+LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created it (for people)
+LABEL_OWNER_ID = "harness.owner.id"  # its ProcessId, which no other process shares (for prune)
 LABEL_IMAGE = "harness.image"  # "base" | "snapshot" | "fork"
 SANDBOX_USER = "1000:1000"  # who commands run as (environment images own /testbed by it)
 AGENT_CAPS = ["SETUID", "SETGID"]  # the agent's only capabilities: it drops to SANDBOX_USER
@@ -43,6 +45,7 @@ CA_PATH = "/etc/ssl/certs/harness-ca-bundle.crt"
 # Labels of images committed from containers. A commit inherits its base image's labels;
 # blanking the base's recipe key keeps a snapshot from ever passing for a base image.
 _DERIVED = {LABEL: "1", "harness.base.key": ""}
+_NO_OWNER = {LABEL_OWNER: "", LABEL_OWNER_ID: ""}
 NO_ENGINE_HINT = (
     "start a Docker engine (`sudo systemctl start docker`, or `sudo dockerd &` on machines "
     "without systemd; `.ci/run` does this), or use `--backend bwrap` (bubblewrap) instead"
@@ -51,6 +54,12 @@ NO_ENGINE_HINT = (
 
 def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_labels() -> dict[str, str]:
+    """The labels that tie a container or image to this process (see harness.sandboxes.prune)."""
+    process = current_process()
+    return {LABEL_OWNER: owner_label(), LABEL_OWNER_ID: str(process) if process else ""}
 
 
 def connect(factory: Callable[[], Any] | None = None) -> Any:
@@ -128,7 +137,7 @@ class DockerBackend:
     async def _start(
         self, client: Any, spec: SandboxSpec, image_id: str, owned_image: str | None
     ) -> DockerSandbox:
-        root = Path(tempfile.mkdtemp(prefix="harness-docker-"))
+        root = hold_tempdir("harness-docker-")
         run_dir = root / "run"
         run_dir.mkdir()
         # The agent (container root, no DAC capability) creates its socket here; the sandbox
@@ -176,7 +185,7 @@ class DockerBackend:
             "cap_add": AGENT_CAPS,
             "security_opt": ["no-new-privileges"],
             "tmpfs": {"/tmp": tmpfs, "/var/tmp": tmpfs},
-            "labels": {LABEL: "1", LABEL_OWNER: owner_label()},
+            "labels": {LABEL: "1", **owner_labels()},
             "environment": env,
             "volumes": volumes,
             "name": f"harness-{uuid.uuid4().hex[:12]}",
@@ -186,7 +195,7 @@ class DockerBackend:
         try:
             container = await asyncio.to_thread(self._run, client, kwargs)
         except Exception as exc:
-            shutil.rmtree(root, ignore_errors=True)
+            drop_tempdir(root)
             raise SandboxError(f"could not start a container from {image_id[:19]}: {exc}") from exc
         box = DockerSandbox(self, spec, container, root, owned_image)
         try:
@@ -226,7 +235,7 @@ class DockerBackend:
             parent.container.commit,
             repository="harness-fork",
             tag=uuid.uuid4().hex[:12],
-            conf={"Labels": {**_DERIVED, LABEL_OWNER: owner_label(), LABEL_IMAGE: "fork"}},
+            conf={"Labels": {**_DERIVED, **owner_labels(), LABEL_IMAGE: "fork"}},
         )
         self._fork_images.append(image.id)
         child = await self._start(client, parent.spec, image.id, owned_image=image.id)
@@ -322,7 +331,7 @@ class DockerSandbox(AgentSandbox):
         ):
             with contextlib.suppress(ValueError):
                 self.backend._fork_images.remove(self.owned_image)
-        shutil.rmtree(self.root, ignore_errors=True)
+        drop_tempdir(self.root)
 
 
 def _get_image(client: Any, name: str) -> Any:
@@ -348,7 +357,9 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
         info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
         return info
 
-    builder = client.containers.create(base_id, command=["true"], labels={LABEL: "1"})
+    builder = client.containers.create(
+        base_id, command=["true"], labels={LABEL: "1", **owner_labels()}
+    )
     try:
         with tempfile.TemporaryFile() as fh:
             with tarfile.open(fileobj=fh, mode="w") as tar:
@@ -360,7 +371,8 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
             repository="harness-snapshot",
             tag=key,
             conf={
-                "Labels": {**_DERIVED, LABEL_IMAGE: f"snapshot-{key}"},
+                # A snapshot is a shared cache: it has no owner, whoever built it.
+                "Labels": {**_DERIVED, **_NO_OWNER, LABEL_IMAGE: f"snapshot-{key}"},
                 "WorkingDir": spec.workdir,
             },
         )
@@ -431,44 +443,3 @@ def _remove_image(client: Any, image_id: str) -> bool:
         warnings.warn(f"could not remove image {image_id[:19]}: {exc}", stacklevel=1)
         return False
     return True
-
-
-def owner_alive(owner: str) -> bool:
-    """Whether the process named by a `harness.owner` label still runs on this host."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def prune(
-    client: Any, *, everything: bool = False, images: bool = False, label: str | None = None
-) -> list[str]:
-    """Remove leftover sandbox containers (and fork images) whose owner process is gone.
-
-    `everything` removes them even when their owner still runs; `images` also removes the
-    cached snapshot images (they are rebuilt on demand). The base image is never touched.
-    `label` ("key=value") narrows it to sandboxes that also carry that label.
-    Returns what was removed, as "container NAME" / "image ID" lines.
-    """
-    removed: list[str] = []
-    labels = [LABEL, label] if label else [LABEL]
-    for container in client.containers.list(all=True, filters={"label": labels}):
-        owner = container.labels.get(LABEL_OWNER, "")
-        if everything or not owner_alive(owner):
-            _remove_container(container)
-            removed.append(f"container {container.name}")
-    for image in client.images.list(filters={"label": labels}):
-        kind = image.labels.get(LABEL_IMAGE, "")
-        owner = image.labels.get(LABEL_OWNER, "")
-        stale_fork = kind == "fork" and (everything or not owner_alive(owner))
-        wanted = stale_fork or (images and kind.startswith("snapshot-"))
-        if wanted and _remove_image(client, image.id):
-            removed.append(f"image {image.short_id} ({kind})")
-    return removed

@@ -13,8 +13,6 @@ import contextlib
 import os
 import pwd
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 from harness.errors import SandboxError
@@ -22,6 +20,7 @@ from harness.sandboxes.base import AgentSandbox, SandboxSpec
 from harness.sandboxes.cgroup import Cgroup
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+from harness.tempdirs import drop_tempdir, hold_tempdir
 
 UID_BASE = 1 << 30  # sandbox uids: [UID_BASE, UID_BASE + UID_SPAN), never in /etc/passwd
 UID_SPAN = 1 << 24
@@ -94,7 +93,7 @@ class HostDirBackend(abc.ABC):
         base_commit: str | None,
         parent: HostDirSandbox | None,
     ) -> HostDirSandbox:
-        root = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}-", dir=self.tmp_root))
+        root = hold_tempdir(f"harness-{self.name}-", self.tmp_root)
         cgroup: Cgroup | None = None
         try:
             # The socket's directory: only the agent's uid may write it (never the commands').
@@ -115,7 +114,7 @@ class HostDirBackend(abc.ABC):
         except BaseException:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.remove)
-            shutil.rmtree(root, ignore_errors=True)
+            drop_tempdir(root)
             raise
         box = HostDirSandbox(
             self, spec, root, proc, self.workdir_for(spec, root), self.scratch_for(root), cgroup
@@ -178,7 +177,7 @@ class HostDirSandbox(AgentSandbox):
                 await self.proc.wait()
         if self.cgroup is not None:
             await asyncio.to_thread(self.cgroup.remove)
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        await asyncio.to_thread(drop_tempdir, self.root)
 
 
 async def copy_tree(source: Path, dest: Path, as_uid: int | None = None) -> None:

@@ -17,7 +17,16 @@ import pytest
 
 from harness.errors import ImageError, SandboxUnavailable
 from harness.sandboxes import Limits, SandboxSpec
-from harness.sandboxes.docker import LABEL, LABEL_OWNER, DockerBackend, connect, prune
+from harness.sandboxes.docker import (
+    LABEL,
+    LABEL_OWNER,
+    LABEL_OWNER_ID,
+    DockerBackend,
+    connect,
+    owner_labels,
+)
+from harness.sandboxes.owner import current_process
+from harness.sandboxes.prune import prune
 from tests.sandboxes.conftest import BASE_IMAGE, skip_unless_available
 
 pytestmark = pytest.mark.docker
@@ -164,17 +173,20 @@ def test_prune_removes_only_orphans() -> None:
     # A label of this test's own, so that --all below touches no one else's sandboxes.
     mine = f"harness.test={uuid.uuid4().hex}"
     key, value = mine.split("=")
+    me = current_process()
+    assert me is not None
+    gone = f"{me.boot_id}/{me.pidns}/{dead.pid}/1"  # the exited process, by its unreusable id
     orphan = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}", key: value},
+        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}", LABEL_OWNER_ID: gone, key: value},
     )
     alive = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{os.getpid()}", key: value},
+        labels={LABEL: "1", **owner_labels(), key: value},
     )
     try:
         removed = prune(client, label=mine)

@@ -165,6 +165,8 @@ async def test_commands_cannot_kill_the_agent(backend: SandboxBackend, repo: Pat
         res = await box.exec("pkill -9 -f '[/].harness/agent.py'; sleep 0.5; echo tried")
         assert res.stdout == "tried\n"
         # Its helper (the sandbox user's own) may die; the agent answers and starts another.
-        res = await box.exec("sleep 30 & sleep 30 & wait", timeout=1.0)
+        res = await box.exec("sleep 31.7 & sleep 31.7 & wait", timeout=1.0)
         assert res.timed_out
-        assert (await box.exec("pgrep -c -x sleep || true")).stdout.strip() == "0"
+        # -f: a killed process not yet reaped (a zombie) has no command line left to match.
+        left = await box.exec("pgrep -f '[s]leep 31.7' || true")
+        assert left.stdout.strip() == ""
