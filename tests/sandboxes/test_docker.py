@@ -138,9 +138,10 @@ def _wait_for_process(container_name: str, cmdline: str, timeout: float = 30.0) 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            top = client.containers.get(container_name).top()
-            if any(cmdline in " ".join(row) for row in top.get("Processes") or []):
-                return
+            with contextlib.suppress(docker.errors.APIError):  # 409: created, not started yet
+                top = client.containers.get(container_name).top()
+                if any(cmdline in " ".join(row) for row in top.get("Processes") or []):
+                    return
             time.sleep(0.2)
     finally:
         client.close()
