@@ -13,10 +13,10 @@ from harness.errors import ConfigError
 def test_defaults_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("samples: 6\nediting:\n  temperature: 0.3\nsandbox:\n  backend: bwrap\n")
-    config = load_config(path, ["editing.max_turns=3", "budget.max_usd=2", "model=openai:gpt"])
+    config = load_config(path, ["editing.max_turns=3", "budget.max_usd=2", "model=openai:gpt-4o"])
     assert config.samples == 6 and config.sandbox.backend == "bwrap"
     assert config.editing.temperature == 0.3 and config.editing.max_turns == 3
-    assert config.budget.max_usd == 2.0 and config.model == "openai:gpt"
+    assert config.budget.max_usd == 2.0 and config.model == "openai:gpt-4o"
     assert config.testing == SolveConfig().testing  # untouched sections keep defaults
 
 
