@@ -194,11 +194,20 @@ def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> Solv
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read config file {path}: {exc.strerror}",
+                hint="pass an existing YAML file to --config",
+            ) from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {' '.join(str(exc).split())}",
+                hint="fix the YAML at the place named (examples/smollm2-quick.yaml is a sample)",
+            ) from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+            raise ConfigError(
+                f"config file {path} must hold a mapping at the top level",
+                hint="write `key: value` lines, e.g. `samples: 8`",
+            )
         data = loaded
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -216,7 +225,7 @@ def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> Solv
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
+                raise ConfigError(f"override {item!r}: {part} is not a section", hint=_hint(part))
         node[parts[-1]] = value
     config = build(SolveConfig, data, "")
     validate(config)
@@ -314,7 +323,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} is a section; give it a mapping")
+            raise ConfigError(
+                f"config key {key!r} is a section; give it a mapping",
+                hint=f"set one of its keys, e.g. -c {key}.KEY=VALUE",
+            )
         return build(tp, value, key + ".")  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -327,32 +339,53 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {tp}")
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {tp}", hint=_hint(key))
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} must be a mapping")
+            raise ConfigError(f"config key {key!r} must be a mapping", hint=_hint(key))
         return {str(k): _pair(v) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"config key {key!r} must be true or false, not {value!r}")
+        raise ConfigError(
+            f"config key {key!r} must be true or false, not {value!r}", hint=_hint(key)
+        )
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"config key {key!r} must be an integer, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be an integer, not {value!r}", hint=_hint(key))
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"config key {key!r} must be a number, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a number, not {value!r}", hint=_hint(key))
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"config key {key!r} must be a string, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a string, not {value!r}", hint=_hint(key))
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value).expanduser()
-        raise ConfigError(f"config key {key!r} must be a path, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a path, not {value!r}", hint=_hint(key))
     return value
+
+
+def _hint(key: str) -> str:
+    """`e.g. -c KEY=DEFAULT` for a key that has a default, else where the keys are listed."""
+    default: Any = SolveConfig()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(default) or not hasattr(default, part):
+            return "the keys and their defaults are listed in docs/solve.md (Configuration)"
+        default = getattr(default, part)
+    if dataclasses.is_dataclass(default) or isinstance(default, Mapping):
+        return f"set one of its keys, e.g. -c {key}.KEY=VALUE"
+    shown = (
+        "null"
+        if default is None
+        else str(default).lower()
+        if isinstance(default, bool)
+        else default
+    )
+    return f"e.g. -c {key}={shown}"
 
 
 def _pair(value: Any) -> Any:
