@@ -105,32 +105,38 @@ async def test_budget_cap_holds_and_the_run_ends_cleanly(
     assert (tmp_path / "run" / "report.md").exists()
 
 
+@pytest.mark.parametrize("wrap", [True, False], ids=["harness-error", "bare-runtime-error"])
 async def test_a_failing_trajectory_does_not_stop_the_others(
-    docker_backend: Any, cache_dir: Path, tmp_path: Path
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, wrap: bool
 ) -> None:
+    """Any exception in one sample, the project's own or a bug's, ends that sample with
+    status `error`, its traceback in its log; the others go on."""
     task = await example_task(cache_dir)
+    from harness.errors import LLMError
 
     def flaky(request: ChatRequest) -> str:
         if (request.program_id or "").endswith("sample-01"):
+            if wrap:
+                raise LLMError("backend exploded")
             raise RuntimeError("backend exploded")  # not a HarnessError: a real bug
         return respond(request)
 
-    from harness.errors import LLMError
-
-    def wrapped(request: ChatRequest) -> str:
-        try:
-            return flaky(request)
-        except RuntimeError as exc:
-            raise LLMError(str(exc)) from exc
-
     result = await Orchestrator(
-        load_config(None, ["samples=3"]), ScriptedLLM(wrapped), docker_backend
+        load_config(None, ["samples=3"]), ScriptedLLM(flaky), docker_backend
     ).solve(task, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     statuses = {s["sample_id"]: s["status"] for s in summary["samples"]}
     assert statuses == {"sample-00": "finished", "sample-01": "error", "sample-02": "finished"}
     assert result.status == "patched"
     assert "backend exploded" in (tmp_path / "run" / "report.md").read_text()
+    log = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "trajectories" / "sample-01.jsonl").read_text().splitlines()
+    ]
+    (error,) = [e for e in log if e["kind"] == "error"]
+    assert "backend exploded" in error["message"]
+    assert "Traceback (most recent call last)" in error["traceback"]
+    assert ("RuntimeError" if not wrap else "LLMError") in error["traceback"]
 
 
 @pytest.mark.parametrize("reply", ["I do not know.", "<edit>\nnonsense\n</edit>"])
