@@ -206,3 +206,54 @@ def test_speculation_flags_become_engine_settings(tmp_path: Path) -> None:
         harness("solve", ISSUE, "--repo", EXAMPLE, "--draft-model", "self:x", cache=cache)
     )
     assert code == 2 and "'self:L' needs a layer count" in err
+
+
+@pytest.mark.docker
+def test_a_resumed_run_continues_the_recorded_spend(tmp_path: Path) -> None:
+    """Capped at 12k tokens, killed (SIGKILL) once the server has billed 6k, resumed: the
+    server bills at most 12k plus one call over both processes, and the summary and report
+    count the spend of both."""
+    if reason := docker_ready():
+        pytest.skip(reason)
+    from examples.scripted.durations_oracle import respond
+    from tests.fixtures.fake_openai import fake_openai_thread
+
+    cap, kill_at = 12_000, 6_000
+    run = tmp_path / "run"
+    cache = tmp_path / "cache"
+    with fake_openai_thread(respond, latency_s=0.2) as (url, server):
+        model = f"openai:durations?base_url={url}"
+        common = ["--model", model, "-n", "4", "--max-tokens", str(cap), "--json"]
+        # Calls reserve prompt estimate + max_tokens; the oracle's replies are short, and
+        # smaller reservations leave the resumed run room after the cut-off calls.
+        common += [f"-c{stage}.max_tokens=320" for stage in ("testing", "editing", "selection")]
+        common += ["-c", "context.enabled=false"]
+        proc = harness("solve", ISSUE, "--repo", EXAMPLE, *common, "--out", str(run), cache=cache)
+        deadline = time.monotonic() + 240
+        while server.billed < kill_at and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        assert server.billed >= kill_at, f"the run ended before it spent {kill_at}: {err}"
+        assert not (run / "summary.json").exists(), "the run finished before it was killed"
+        time.sleep(1.0)  # calls the kill cut off still finish (and bill) on the server
+        billed_first = server.billed
+        assert billed_first < cap
+
+        code, out, err = finish(harness("solve", "--resume", str(run), "--json", cache=cache))
+        assert code in (0, 3), err
+        billed = server.billed
+        biggest = server.biggest_call
+        assert server.max_in_flight >= 4, "the trajectories never overlapped"
+
+    summary = json.loads(out)
+    assert billed > billed_first, "the resumed run made no call"
+    assert billed <= cap + biggest, f"billed {billed} over both runs, cap {cap}"
+    # The summary counts both processes: all that was billed (calls the kill cut off count
+    # at their reservation, which is at least what they billed), and within the cap.
+    assert billed <= summary["tokens"] <= cap + biggest
+    on_disk = json.loads((run / "summary.json").read_text())
+    assert on_disk["tokens"] == summary["tokens"]
+    assert f"- tokens: {summary['tokens']:,}" in (run / "report.md").read_text()
+    statuses = [s["status"] for s in on_disk["samples"]]
+    assert "budget" in statuses, f"the cap never bit: {statuses}"

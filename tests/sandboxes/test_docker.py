@@ -18,6 +18,7 @@ import pytest
 from harness.errors import ImageError, SandboxUnavailable
 from harness.sandboxes import Limits, SandboxSpec
 from harness.sandboxes.docker import LABEL, LABEL_OWNER, DockerBackend, connect, prune
+from tests.fixtures.signals import default_sigint
 from tests.sandboxes.conftest import BASE_IMAGE, skip_unless_available
 
 pytestmark = pytest.mark.docker
@@ -112,6 +113,7 @@ def _spawn_cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # some tests interrupt it with SIGINT
     )
 
 
