@@ -199,15 +199,20 @@ class Budget:
 
     def _check_can_ever_fit(self, tokens: int, usd: float) -> None:
         t = self._totals
+        cut = (
+            f" ({t.cut_off_calls} call(s) an interruption cut off count at their reservation)"
+            if t.cut_off_calls
+            else ""
+        )
         if self.max_tokens is not None and t.total_tokens + tokens > self.max_tokens:
             raise BudgetExceeded(
-                f"token budget exhausted: spent {t.total_tokens} of {self.max_tokens} tokens; "
-                f"the next call needs up to {tokens} (prompt estimate + max_tokens)",
+                f"token budget exhausted: spent {t.total_tokens} of {self.max_tokens} tokens"
+                f"{cut}; the next call needs up to {tokens} (prompt estimate + max_tokens)",
                 hint="raise the token cap or lower max_tokens",
             )
         if self.max_usd is not None and t.usd + usd > self.max_usd + _USD_SLACK:
             raise BudgetExceeded(
-                f"dollar budget exhausted: spent ${t.usd:.4f} of ${self.max_usd:.4f}; "
+                f"dollar budget exhausted: spent ${t.usd:.4f} of ${self.max_usd:.4f}{cut}; "
                 f"the next call needs up to ${usd:.4f}",
                 hint="raise the dollar cap or lower max_tokens",
             )

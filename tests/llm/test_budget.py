@@ -284,6 +284,6 @@ async def test_a_new_budget_continues_the_spend_a_ledger_recorded(tmp_path: Path
     assert (totals.calls, totals.prompt_tokens, totals.completion_tokens) == (2, 30, 20)
     assert (totals.cut_off_calls, totals.cut_off_tokens) == (1, 200)
     assert totals.total_tokens == 250 and totals.usd == pytest.approx(1.25)
-    with pytest.raises(BudgetExceeded, match="spent 250 of 1000"):
+    with pytest.raises(BudgetExceeded, match=r"spent 250 of 1000 tokens \(1 call\(s\) an"):
         await again.reserve(800)
     assert await again.reserve(750)
