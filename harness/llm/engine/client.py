@@ -32,7 +32,7 @@ from harness.llm.base import (
 )
 from harness.llm.engine.clock import Clock
 from harness.llm.engine.config import EngineConfig, SpecConfig
-from harness.llm.engine.engine import Engine, RequestOutput
+from harness.llm.engine.engine import Engine, RequestOutput, StepError
 from harness.llm.engine.runner import ModelRunner
 from harness.llm.engine.scheduler import DraftLen
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
@@ -44,6 +44,8 @@ Deliver = Callable[[RequestOutput | BaseException], None]
 Progress = Callable[[tuple[int, ...]], None]  # the generated token ids so far
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # speculation statistics go to the log at most this often (and at close)
+UNHEALTHY_AFTER = 3  # failed steps in a row after which `health()` reports the engine broken
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch generators accept
 
 
 def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:
@@ -145,6 +147,8 @@ class EngineLLM:
         self._keys = itertools.count()
         self._stopping = False
         self._failure: BaseException | None = None
+        self._failed_in_row = 0  # engine steps that raised since the last one that did not
+        self._step_error: BaseException | None = None  # the latest step's failure
         self._thread: threading.Thread | None = None
 
     @property
@@ -154,6 +158,17 @@ class EngineLLM:
     @property
     def context_window(self) -> int:
         return int(self.engine.scheduler.max_len)
+
+    def health(self) -> str | None:
+        """None while the engine can serve; otherwise why it cannot."""
+        with self._cv:
+            if self._failure is not None:
+                return f"the engine loop failed: {self._failure!r}"
+            if self._stopping:
+                return "the engine is closed"
+            if self._failed_in_row >= UNHEALTHY_AFTER:
+                return f"the last {self._failed_in_row} engine steps failed: {self._step_error!r}"
+        return None
 
     @property
     def spec_stats(self) -> SpecStats | None:
@@ -267,6 +282,9 @@ class EngineLLM:
                 "max_model_len / the KV cache size",
             )
         s = request.sampling
+        if s.seed is not None and not SEED_RANGE[0] <= s.seed <= SEED_RANGE[1]:
+            low, high = SEED_RANGE
+            raise LLMError(f"seed {s.seed} is out of range", hint=f"use one in [{low}, {high}]")
         return EngineRequest(
             prompt_ids=tuple(prompt),
             max_tokens=max(1, min(s.max_tokens, limit - len(prompt))),  # room left in the window
@@ -320,6 +338,7 @@ class EngineLLM:
             self._cv.notify_all()
 
     def _loop(self) -> None:
+        incoming: list[tuple[int, EngineRequest, Deliver, Progress | None]] = []
         try:
             while True:
                 with self._cv:
@@ -351,7 +370,7 @@ class EngineLLM:
                         self._pending.pop(rid, None)
                         self._progress.pop(rid, None)
                 if self.engine.has_unfinished():
-                    for out in self.engine.step():
+                    for out in self._step():
                         key, deliver = self._pending.pop(out.request_id)
                         self._ids.pop(key, None)
                         self._progress.pop(out.request_id, None)
@@ -359,10 +378,41 @@ class EngineLLM:
                     if self._progress:
                         self._report_progress()
                     self._log_spec()
-        except BaseException as e:  # a failed forward pass fails every request in flight
+        except BaseException as e:  # outside a step (those fail alone): fail all in flight
             with self._cv:
                 self._failure = e
+                # Taken off the queue but not in the engine yet: they fail too.
+                self._incoming[:0] = [x for x in incoming if x[0] not in self._ids]
             self._fail_all(LLMError(f"the engine loop failed: {e!r}"))
+
+    def _step(self) -> list[RequestOutput]:
+        """One engine step; a failed one fails its own requests and the loop goes on."""
+        try:
+            done = self.engine.step()
+        except StepError as e:
+            cause = e.__cause__ or e
+            log.error("%s: an engine step failed: %r", self._name, cause, exc_info=cause)
+            with self._cv:
+                self._failed_in_row += 1
+                self._step_error = cause
+            for out in e.failed:
+                entry = self._pending.pop(out.request_id, None)
+                self._progress.pop(out.request_id, None)
+                if entry is None:
+                    continue
+                self._ids.pop(entry[0], None)
+                entry[1](
+                    LLMError(
+                        f"the engine step serving this request failed: {cause!r}",
+                        hint="the engine goes on serving other requests; retry, and report it "
+                        "if the same request fails again",
+                    )
+                )
+            return []
+        if self._failed_in_row:
+            with self._cv:
+                self._failed_in_row = 0
+        return done
 
     def _report_progress(self) -> None:
         for seq in self.engine.scheduler.running:
