@@ -199,3 +199,46 @@ async def test_a_speculating_engine_reports_draft_and_target_work(
     assert spec["draft_tokens"] > 0 and spec["target_tokens"] > 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Draft/target decoding" in report and "steps:" in report
+
+
+@pytest.mark.parametrize("cap", ["tokens", "dollars"])
+async def test_the_pipeline_holds_a_cap_with_concurrent_trajectories_on_a_server(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, cap: str
+) -> None:
+    """`harness solve`'s own wiring (PipelineSolver: an `openai:` model, the price table, the
+    budget, the ledger) with six trajectories at once against a loopback OpenAI-compatible
+    server that reports realistic usage: the spend it bills stays within the cap. (The solver
+    opens its own docker backend; the fixture marks the test and skips it without Docker.)"""
+    from harness.llm.model_store import ModelStore
+    from harness.solver import PipelineSolver
+    from tests.fixtures.fake_openai import fake_openai
+
+    task = await example_task(cache_dir)
+    price = (2.5, 10.0)  # $ per 1M tokens, as the config gives it
+    limit = ["budget.max_tokens=15000"] if cap == "tokens" else ["budget.max_usd=0.05"]
+    async with fake_openai(respond, latency_s=0.05) as (url, server):
+        config = load_config(
+            None,
+            [
+                f"model=openai:oracle?base_url={url}",
+                "samples=6",
+                "concurrency.llm_calls=8",
+                f"prices.oracle=[{price[0]}, {price[1]}]",
+                *limit,
+            ],
+        )
+        solver = PipelineSolver(config, cache_dir=cache_dir, store=ModelStore(tmp_path / "m"))
+        try:
+            result = await solver.solve(task, tmp_path / "run")
+        finally:
+            await solver.aclose()
+    assert server.max_in_flight >= 4, "the trajectories never overlapped"
+    billed_usd = (server.prompt_tokens * price[0] + server.completion_tokens * price[1]) / 1e6
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens"] == result.tokens == server.billed  # honest usage: counted as billed
+    assert summary["cost_usd"] == pytest.approx(billed_usd, abs=1e-6)
+    if cap == "tokens":
+        assert server.billed <= 15000
+    else:
+        assert billed_usd <= 0.05
+    assert "budget" in [s["status"] for s in summary["samples"]], "the cap never bit"
