@@ -223,12 +223,12 @@ def test_a_resumed_run_continues_the_recorded_spend(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     with fake_openai_thread(respond, latency_s=0.2) as (url, server):
         model = f"openai:durations?base_url={url}"
-        common = ["--model", model, "-n", "4", "--max-tokens", str(cap), "--json"]
-        # Calls the kill cuts off count at their reservation (prompt estimate + max_tokens):
-        # the oracle's replies are short, and small reservations, two at a time, leave the
-        # resumed run room to go on.
+        # Six samples want well over 12k tokens. A call the kill cuts off counts at its
+        # reservation (prompt estimate + max_tokens): the oracle's replies are short, and small
+        # reservations, one in flight at a time, leave the resumed run room to go on.
+        common = ["--model", model, "-n", "6", "--max-tokens", str(cap), "--json"]
         common += [f"-c{stage}.max_tokens=320" for stage in ("testing", "editing", "selection")]
-        common += ["-c", "context.enabled=false", "-c", "concurrency.llm_calls=2"]
+        common += ["-c", "context.enabled=false", "-c", "concurrency.llm_calls=1"]
         proc = harness("solve", ISSUE, "--repo", EXAMPLE, *common, "--out", str(run), cache=cache)
         deadline = time.monotonic() + 240
         while server.billed < kill_at and proc.poll() is None and time.monotonic() < deadline:
