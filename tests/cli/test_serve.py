@@ -18,6 +18,7 @@ import pytest
 from harness.llm.base import ChatRequest, Message, Sampling
 from harness.llm.local import LocalLLM
 from harness.llm.openai_http import OpenAIHTTP
+from tests.fixtures.signals import default_sigint
 
 
 @asynccontextmanager
@@ -34,6 +35,7 @@ async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
+        preexec_fn=default_sigint,  # the test ends it with SIGINT
     )
     try:
         assert proc.stdout is not None
@@ -119,6 +121,7 @@ async def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     assert "serving" in (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()

