@@ -1,0 +1,144 @@
+"""Host overhead of one engine step: everything but the model's forward pass.
+
+A tiny random-init Qwen2 (1 layer, hidden 64, vocab 1024) keeps the forward small; forward
+hooks time it, and the host overhead of a step is its wall time minus the forward. Batch 1
+and batch 64, greedy and sampled (temperature 0.7, seeded), decode steps only (the prompts
+are prefilled before timing), every request with a stop string, as `harness serve` sends.
+
+    python -m benchmarks.engine_host            # ~20 s; prints JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+
+VOCAB = 1024
+PROMPT = 1024  # tokens: agent turns carry long prompts (block tables of 64 blocks)
+STOPS = ("\n\nUser:", "</answer>")
+
+
+def tiny_model(vocab: int = VOCAB) -> Any:
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+    )
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.generation_config = GenerationConfig(eos_token_id=None, pad_token_id=0)  # type: ignore[no-untyped-call]
+    return model
+
+
+class ForwardTimer:
+    """Accumulates the wall time spent inside `model.forward` (pre/post hooks)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.total = 0.0
+        self._t0 = 0.0
+        model.register_forward_pre_hook(self._pre)
+        model.register_forward_hook(self._post)
+
+    def _pre(self, *_: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
+        self.total += time.perf_counter() - self._t0
+
+
+def _stop_fn() -> Any:
+    """A stop-string check as the client builds it, over a toy byte decoding."""
+    from harness.llm.engine import client
+
+    class Bytes:
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return bytes(i % 128 for i in ids).decode("ascii")
+
+    return client.make_stop_fn(Bytes(), STOPS)
+
+
+def measure(batch: int, *, steps: int = 60, sampled: bool = False) -> dict[str, float]:
+    from harness.llm.engine.config import EngineConfig
+    from harness.llm.engine.engine import Engine
+    from harness.llm.engine.runner import ModelRunner
+    from harness.llm.engine.sequence import EngineRequest, SamplingParams
+
+    torch.set_num_threads(1)
+    model = tiny_model()
+    timer = ForwardTimer(model)
+    cfg = EngineConfig(
+        num_blocks=max(256, batch * (PROMPT // 16 + 12)),
+        max_num_seqs=max(batch, 1),
+        max_batched_tokens=max(2048, batch * PROMPT),
+        policy="ttl",
+        max_model_len=8192,
+    )
+    engine = Engine(ModelRunner(model, cfg), cfg, adapt_prefill_rate=False)
+    stop = _stop_fn()
+    g = torch.Generator().manual_seed(1)
+    for i in range(batch):
+        prompt = tuple(int(t) for t in torch.randint(1, VOCAB, (PROMPT,), generator=g))
+        params = SamplingParams(0.7, 1.0, seed=i) if sampled else SamplingParams()
+        engine.add_request(
+            EngineRequest(
+                prompt,
+                max_tokens=steps + 40,
+                sampling=params,
+                stop_fn=stop,
+                program_id=f"p{i}",
+                ignore_eos=True,
+            )
+        )
+    for _ in range(4):  # prefill and warm-up
+        engine.step()
+    walls: list[float] = []
+    hosts: list[float] = []
+    for _ in range(steps):
+        f0 = timer.total
+        t0 = time.perf_counter()
+        engine.step()
+        wall = time.perf_counter() - t0
+        walls.append(wall)
+        hosts.append(wall - (timer.total - f0))
+    return {
+        "batch": batch,
+        "sampled": sampled,
+        "step_ms": round(1000 * statistics.median(walls), 4),
+        "forward_ms": round(1000 * (statistics.median(walls) - statistics.median(hosts)), 4),
+        "host_ms": round(1000 * statistics.median(hosts), 4),
+    }
+
+
+def run_all(steps: int = 60) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": f"Qwen2 random init, 1 layer, hidden 64, vocab {VOCAB}"}
+    for batch in (1, 64):
+        for sampled in (False, True):
+            key = f"b{batch}_{'sampled' if sampled else 'greedy'}"
+            out[key] = measure(batch, steps=steps, sampled=sampled)
+    out["host_ms_per_step_b1"] = out["b1_greedy"]["host_ms"]
+    out["host_ms_per_step_b64"] = out["b64_greedy"]["host_ms"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=60)
+    args = ap.parse_args(argv)
+    out = run_all(args.steps)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
