@@ -306,6 +306,11 @@ class VerifySpec:
         return out
 
 
+def point_residual(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """max(0, p - q) for q one-hot at `x` ([N, 1]): p without x (renormalised by the draw)."""
+    return p.scatter(1, x, 0.0)
+
+
 def verify(logits: torch.Tensor, spec: VerifySpec) -> torch.Tensor:
     """[2R] int64 on the device: drafts accepted by each row, then each row's next token.
 
@@ -350,7 +355,7 @@ def verify(logits: torch.Tensor, spec: VerifySpec) -> torch.Tensor:
         accept = (u[acc_i.view(s, w)] * q_d < p_d) & (d >= 0)  # accept iff u < p / q
         m = accept.long().cumprod(1).sum(1)
         p_sel = probs[torch.arange(s, device=dev), m]  # [S, V]
-        residual = p_sel.scatter(1, dc.gather(1, m[:, None]), 0.0)  # point mass: p without x
+        residual = point_residual(p_sel, dc.gather(1, m[:, None]))
         for i, q, k in qs:  # no host sync: the rejected position is indexed on the device
             at = m[i : i + 1].clamp_max(k - 1)
             residual[i] = (p_sel[i] - q.index_select(0, at)[0]).clamp_min(0.0)
