@@ -102,9 +102,17 @@ def split_flat(flat: torch.Tensor, batch: int, width: int, q: int) -> tuple[torc
     )
 
 
-def rows_mask(ctx: torch.Tensor, batch: int, q: int, keys: int, groups: int) -> torch.Tensor:
-    """[B, 1, q * groups, keys] (or [B, 1, 1, keys] for q == 1) from per-token context lengths."""
-    span = torch.arange(keys, device=ctx.device)
+def rows_mask(
+    ctx: torch.Tensor,
+    batch: int,
+    q: int,
+    keys: int,
+    groups: int,
+    span: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B, 1, q * groups, keys] (or [B, 1, 1, keys] for q == 1) from per-token context lengths
+    (`span`: a reusable `arange(keys)` or longer)."""
+    span = torch.arange(keys, device=ctx.device) if span is None else span[:keys]
     mask = span[None] < ctx[:, None]  # [B * q, keys]
     if q == 1:
         return mask.view(batch, 1, 1, keys)

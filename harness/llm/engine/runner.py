@@ -145,6 +145,7 @@ class ModelRunner:
         self.tables = tables or BlockTables(width, nb, self.device, rows=config.max_num_seqs)
         self.streams = streams or Streams()
         self.staging = Staging(self.device)
+        self._span = torch.arange(width * bs, device=self.device)  # key positions, for masks
         self.use_graphs = config.cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, int, int], _Graph] = {}
         self._graph_pool: Any = None
@@ -259,7 +260,7 @@ class ModelRunner:
         tables = mask_d = None
         if rows is not None:
             tables = self.tables.gather(rows_t, width)
-            mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups)
+            mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups, self._span)
         segments: list[PrefillSegment] = []
         for offset, n, context, row in pre:
             if row < 0:

@@ -53,6 +53,33 @@ def uniforms(keys: torch.Tensor, counters: torch.Tensor) -> torch.Tensor:
     return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+HOST_UNIFORMS = 256  # up to this many per step the host computes them (fewer device ops)
+
+
+def host_uniform(key: int, counter: int) -> float:
+    """`uniforms` of one (key, counter), on the host: the same value, bit for bit."""
+    return (mix32(key ^ mix32(counter)) >> 8) * (1.0 / (1 << 24))
+
+
+def stage_uniforms(staging: Staging, keys: Seq[int], counters: Seq[int]) -> tuple[int, bool]:
+    """Queue the uniforms of (key, counter) pairs: computed here when few, else as the pairs
+    for the device to hash. Returns (segment, on host)."""
+    if len(keys) <= HOST_UNIFORMS:
+        return staging.add_floats(
+            [host_uniform(k, c) for k, c in zip(keys, counters, strict=True)]
+        ), True
+    return staging.add([*keys, *counters]), False
+
+
+def bound_uniforms(staged: Staged, seg: tuple[int, bool]) -> torch.Tensor:
+    i, on_host = seg
+    if on_host:
+        return staged.floats(i)
+    pairs = staged.ints(i)
+    n = pairs.shape[0] // 2
+    return uniforms(pairs[:n], pairs[n:])
+
+
 class Streams:
     """Per-request random streams: (key, next counter) bookkeeping on the host."""
 
@@ -149,34 +176,35 @@ class SampleSpec:
         self.cut = [j for j, i in enumerate(self.sampled) if self.params[i].top_p < 1.0]
         if len(keys) != len(self.sampled) or len(counters) != len(self.sampled):
             raise ValueError("one (key, counter) per sampled row")
-        self._host: list[float] = []
-        if self.sampled:
-            self._host = [
-                *self.sampled,
-                *self.cut,
-                *(self.params[i].temperature for i in self.sampled),
-                *(self.params[self.sampled[j]].top_p for j in self.cut),
-                *keys,
-                *counters,
-            ]
-        self._seg: int | None = None
-        self.rows_t = self.cut_t = self.temps_t = self.tops_t = self.u = None  # type: torch.Tensor | None
+        self._keys, self._counters = keys, counters
+        self._segs: tuple[int, int, tuple[int, bool]] | None = None
+        self.rows_t: torch.Tensor | None = None
+        self.cut_t: torch.Tensor | None = None
+        self.temps_t: torch.Tensor | None = None
+        self.tops_t: torch.Tensor | None = None
+        self.u: torch.Tensor | None = None
 
     def stage(self, staging: Staging) -> None:
-        if self._host:
-            self._seg = staging.add(self._host)
+        if not self.sampled:
+            return
+        p = self.params
+        ints = staging.add([*self.sampled, *self.cut])
+        floats = staging.add_floats(
+            [
+                *(p[i].temperature for i in self.sampled),
+                *(p[self.sampled[j]].top_p for j in self.cut),
+            ]
+        )
+        self._segs = (ints, floats, stage_uniforms(staging, self._keys, self._counters))
 
     def bind(self, staged: Staged) -> None:
-        if self._seg is None:
+        if self._segs is None:
             return
-        s, c = len(self.sampled), len(self.cut)
-        ints, floats = staged.ints(self._seg), staged.floats(self._seg)
-        self.rows_t = ints[:s]
-        self.cut_t = ints[s : s + c]
-        self.temps_t = floats[s + c : 2 * s + c]
-        self.tops_t = floats[2 * s + c : 2 * s + 2 * c]
-        at = 2 * s + 2 * c
-        self.u = uniforms(ints[at : at + s], ints[at + s : at + 2 * s])
+        s = len(self.sampled)
+        ints, floats = staged.ints(self._segs[0]), staged.floats(self._segs[1])
+        self.rows_t, self.cut_t = ints[:s], ints[s:]
+        self.temps_t, self.tops_t = floats[:s], floats[s:]
+        self.u = bound_uniforms(staged, self._segs[2])
 
 
 def sample(logits: torch.Tensor, spec: SampleSpec) -> torch.Tensor:
@@ -249,60 +277,55 @@ class VerifySpec:
         self.cut = [j for j, r in enumerate(self.sampled) if self.params[r].top_p < 1.0]
         if len(keys) != sum(self.ks[r] + 1 for r in self.sampled) or len(counters) != len(keys):
             raise ValueError("k + 1 uniforms per sampled row")
-        pos: list[float] = []
-        flat: list[float] = []
+        pos: list[int] = []
+        flat: list[int] = []
         for o, d in zip(offsets, drafts, strict=True):
             k = len(d)
             pos += [o + min(j, k) for j in range(w)]
             flat += [*d, *([-1] * (w - k))]
-        acc: list[float] = []  # uniform of (sampled row, position): acceptance at j < k_r
-        fin: list[float] = []  # ... and the final draw
+        acc: list[int] = []  # uniform of (sampled row, position): acceptance at j < k_r
+        fin: list[int] = []  # ... and the final draw
         at = 0
         for r in self.sampled:
             k = self.ks[r]
             acc += [at + min(j, k) for j in range(w)]
             fin.append(at + k)
             at += k + 1
-        s, c = len(self.sampled), len(self.cut)
-        r_ = len(self.ks)
-        self._sizes = (r_ * w, r_ * w, r_, s, c, s * w, s, s, c, len(keys), len(keys))
-        self._host = [
-            *pos,
-            *flat,
-            *self.ks,
-            *self.sampled,
-            *self.cut,
-            *acc,
-            *fin,
+        self._ints = [*pos, *flat, *self.ks, *self.sampled, *self.cut, *acc, *fin]
+        r_, s, c = len(self.ks), len(self.sampled), len(self.cut)
+        self._sizes = (r_ * w, r_ * w, r_, s, c, s * w, s)
+        self._floats = [
             *(self.params[r].temperature for r in self.sampled),
             *(self.params[self.sampled[j]].top_p for j in self.cut),
-            *keys,
-            *counters,
         ]
+        self._keys, self._counters = keys, counters
         self.device_drafts = device_drafts
-        self._seg: int | None = None
+        self._segs: tuple[int, int, tuple[int, bool]] | None = None
         self._staged: Staged | None = None
 
     def stage(self, staging: Staging) -> None:
-        self._seg = staging.add(self._host)
+        self._segs = (
+            staging.add(self._ints),
+            staging.add_floats(self._floats),
+            stage_uniforms(staging, self._keys, self._counters),
+        )
 
     def bind(self, staged: Staged) -> None:
         self._staged = staged
 
     def views(self) -> list[torch.Tensor]:
         """pos, drafts, ks, sampled, cut, acc, fin, temps, tops, uniforms (device)."""
-        if self._staged is None or self._seg is None:
+        if self._staged is None or self._segs is None:
             raise ValueError("bind() the staged verification spec first")
-        ints = self._staged.ints(self._seg)
-        floats = self._staged.floats(self._seg)
+        ints = self._staged.ints(self._segs[0])
         out: list[torch.Tensor] = []
         at = 0
-        for i, n in enumerate(self._sizes):
-            out.append((floats if i in (7, 8) else ints)[at : at + n])
+        for n in self._sizes:
+            out.append(ints[at : at + n])
             at += n
-        counters = out.pop()
-        keys = out.pop()
-        out.append(uniforms(keys, counters))
+        floats = self._staged.floats(self._segs[1])
+        s = len(self.sampled)
+        out += [floats[:s], floats[s:], bound_uniforms(self._staged, self._segs[2])]
         return out
 
 

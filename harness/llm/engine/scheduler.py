@@ -13,6 +13,7 @@ prefix go back to the pool, so the books stay exact whatever is rejected.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
@@ -116,31 +117,35 @@ class Scheduler:
         self.expire_pins(now)
         budget = self.config.max_batched_tokens
         items: list[ScheduledSeq] = []
-        ordered = sorted(self.running, key=lambda s: (not self._decoding(s), self._priority(s)))
+        ordered = deque(
+            sorted(self.running, key=lambda s: (not self._decoding(s), self._priority(s)))
+        )
         kept: list[Sequence] = []
         preempted = False
+        bs = self.config.block_size
         while ordered:
-            seq = ordered.pop(0)
+            seq = ordered.popleft()
             if budget == 0:
                 kept.append(seq)
                 continue
-            n = min(seq.num_tokens - seq.num_computed, budget)
+            n = min(len(seq.token_ids) - seq.num_computed, budget)
             spec, k = self._speculate(seq, n, budget)
-            need = self._blocks_for(seq.num_computed + n + k) - len(seq.block_table)
-            while self.bm.num_free < need and self._drop_pin(now, any_pin=True):
-                pass
-            while self.bm.num_free < need:
-                preempted = True
-                if ordered:
-                    victim = max(ordered, key=self._priority)
-                    ordered.remove(victim)
-                    self._preempt(victim)
-                else:
-                    self._preempt(seq)
+            need = -(-(seq.num_computed + n + k) // bs) - len(seq.block_table)
+            if need > 0:
+                while self.bm.num_free < need and self._drop_pin(now, any_pin=True):
+                    pass
+                while self.bm.num_free < need:
+                    preempted = True
+                    if ordered:
+                        victim = max(ordered, key=self._priority)
+                        ordered.remove(victim)
+                        self._preempt(victim)
+                    else:
+                        self._preempt(seq)
+                        break
+                if seq.state is not SeqState.RUNNING:
                     break
-            if seq.state is not SeqState.RUNNING:
-                break
-            seq.block_table += self.bm.allocate(max(0, need))
+                seq.block_table += self.bm.allocate(need)
             items.append(self._item(seq, n, spec, k))
             budget -= n + k
             kept.append(seq)

@@ -2,9 +2,9 @@
 kept as a device tensor that is updated in place rather than rebuilt every step.
 
 `Staging` collects a step's host values (token ids, positions, slots, context lengths, table
-rows, table updates, sampling parameters, random-stream counters) in one float64 buffer (ints
-below 2**53 are exact) that is reused across steps, and copies it once; the runner reads
-int64 and float32 views of the device copy. On a CPU the buffer is the device copy.
+rows, table updates, sampling parameters, uniforms) in one int64 buffer that is reused across
+steps (floats travel as the bit patterns of float64s), and copies it once; the runner reads
+views of the device copy. On a CPU the buffer is the device copy.
 
 `BlockTables` gives every live sequence a row of a `[rows, max blocks]` tensor. Each step it
 compares a scheduled sequence's block table with the copy it last wrote (a C-level list
@@ -14,6 +14,7 @@ rollback or a re-admission.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence as Seq
 
 import torch
@@ -24,20 +25,24 @@ from harness.llm.engine.sequence import Sequence
 class Staged:
     """Device views of one send: `ints(i)` / `floats(i)` of segment i."""
 
-    def __init__(self, f: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
-        self._f = f
-        self._l: torch.Tensor | None = None
+    def __init__(self, buf: torch.Tensor, bounds: list[tuple[int, int]]) -> None:
+        self._buf = buf
         self._bounds = bounds
 
     def ints(self, i: int) -> torch.Tensor:
-        if self._l is None:
-            self._l = self._f.long()
         a, b = self._bounds[i]
-        return self._l[a:b]
+        return self._buf[a:b]
 
     def floats(self, i: int) -> torch.Tensor:
+        """float32 values of a segment queued with `add_floats`."""
         a, b = self._bounds[i]
-        return self._f[a:b].float()
+        return self._buf[a:b].view(torch.float64).float()
+
+
+def float_bits(values: Seq[float]) -> list[int]:
+    """float64 values as the int64s with the same bits (so they ride in the int buffer)."""
+    n = len(values)
+    return list(struct.unpack(f"{n}q", struct.pack(f"{n}d", *values)))
 
 
 class Staging:
@@ -46,19 +51,22 @@ class Staging:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._cuda = device.type == "cuda"
-        self._host = torch.empty(0, dtype=torch.float64)
+        self._host = torch.empty(0, dtype=torch.long)
         self._dev = self._host
-        self._parts: list[Seq[float]] = []
+        self._parts: list[Seq[int]] = []
         self._copied: torch.cuda.Event | None = None
 
-    def add(self, values: Seq[float]) -> int:
-        """Queue a segment; returns its index for the `Staged` views."""
+    def add(self, values: Seq[int]) -> int:
+        """Queue a segment of ints; returns its index for the `Staged` views."""
         self._parts.append(values)
         return len(self._parts) - 1
 
+    def add_floats(self, values: Seq[float]) -> int:
+        return self.add(float_bits(values))
+
     def send(self) -> Staged:
         bounds: list[tuple[int, int]] = []
-        flat: list[float] = []
+        flat: list[int] = []
         for part in self._parts:
             bounds.append((len(flat), len(flat) + len(part)))
             flat += part
@@ -66,9 +74,9 @@ class Staging:
         n = len(flat)
         if n > self._host.numel():
             size = max(n, 2 * self._host.numel(), 1024)
-            self._host = torch.empty(size, dtype=torch.float64, pin_memory=self._cuda)
+            self._host = torch.empty(size, dtype=torch.long, pin_memory=self._cuda)
             self._dev = (
-                torch.empty(size, dtype=torch.float64, device=self.device)
+                torch.empty(size, dtype=torch.long, device=self.device)
                 if self._cuda
                 else self._host
             )
@@ -94,7 +102,7 @@ class BlockTables:
         self._rows: dict[int, int] = {}  # seq id -> row
         self._written: dict[int, list[int]] = {}  # row -> table as last written
         self._free = list(range(rows - 1, -1, -1))
-        self._updates: list[float] = []  # flat index, value, flat index, value, ...
+        self._updates: list[int] = []  # flat index, value, flat index, value, ...
 
     def row(self, seq: Sequence) -> int:
         """The sequence's row, with its current block table queued for writing if it changed."""
