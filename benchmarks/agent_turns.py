@@ -222,6 +222,7 @@ async def replay_all(
             if g:
                 groups.append((source, stage, g))
     per_group: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
     try:
         for gi, (source, stage, g) in enumerate(groups):
             order = [("base", base), ("suffix", suffix)]
@@ -231,6 +232,10 @@ async def replay_all(
             for name, llm in order:
                 res[name] = await _replay(llm, g, name)
             (tb, nb, xb), (ts, ns, xs) = res["base"], res["suffix"]
+            outputs += [
+                {"source": source, "stage": stage, "program": t.program, "text": x}
+                for t, x in zip(g, xb, strict=True)
+            ]
             per_group.append(
                 {
                     "source": source,
@@ -275,6 +280,7 @@ async def replay_all(
         "speedup_min_stage": min((s["speedup"] for s in by_stage.values()), default=None),
         "outputs_equal": all(r["outputs_equal"] for r in per_group),
         "spec_stats": stats.to_json() if stats is not None else None,
+        "outputs": outputs,
     }
 
 
@@ -332,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-readme", action="store_true", help="skip the README command")
     ap.add_argument("--no-host", action="store_true", help="skip the host-overhead section")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--save-outputs", type=Path, help="write the greedy replies here (JSON)")
     args = ap.parse_args(argv)
     if args.command == "record":
         if args.dataset is None:
@@ -358,6 +365,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     out.update(asyncio.run(replay_all(turns, args.k, stages)))
+    outputs = out.pop("outputs")
+    if args.save_outputs is not None:
+        args.save_outputs.write_text(json.dumps(outputs, indent=1))
     out["replay_s"] = round(time.perf_counter() - t0, 1)
     if not args.no_host:
         from benchmarks import engine_host

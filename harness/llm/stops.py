@@ -121,12 +121,16 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int], skip_special_tokens: bool = ...) -> Any: ...
 
 
+MAX_HELD = 6  # tokens: a UTF-8 character has at most 4 bytes, a token at least one
+
+
 class IncrementalDetokenizer:
     """New text for new token ids, decoding only the last few tokens each time.
 
     The text of the ids since `read` is the decoding of `ids[prefix:]` minus that of
     `ids[prefix:read]` (the earlier tokens give context to decoders where a token's text depends
-    on its neighbour); while it ends in an incomplete character nothing is released.
+    on its neighbour); while it ends in an incomplete character nothing is released, for at
+    most MAX_HELD tokens (after that the bytes are invalid for good, and print as such).
     """
 
     def __init__(self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True) -> None:
@@ -148,7 +152,8 @@ class IncrementalDetokenizer:
             self._decode(self.ids[self._prefix : self._read]) if self._read > self._prefix else ""
         )
         after = self._decode(self.ids[self._prefix :])
-        if len(after) <= len(before) or after.endswith(_REPLACEMENT):
+        held = len(self.ids) - self._read
+        if len(after) <= len(before) or (after.endswith(_REPLACEMENT) and held < MAX_HELD):
             return ""
         delta = after[len(before) :]
         self._prefix, self._read = self._read, len(self.ids)

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 
 GIB = 1 << 30
 DEFAULT_SPECULATE = 4  # draft tokens per round when a draft model is named without --speculate
-LOOKUP_SPECULATE = 8  # ... and for lookup drafts (suffix.py), which cost no draft forwards
+LOOKUP_SPECULATE = 12  # ... and for lookup drafts (suffix.py), which cost no draft forwards
 # Lookup drafts cost only verification: the extra time of a verified token relative to a
 # decode step (measured: SmolLM2-135M on 2 CPU cores, benchmarks/agent_turns.py).
 LOOKUP_COST_RATIO = 0.05
-LOOKUP_BY_DEFAULT = False  # token-level lookup speculation when nothing else is configured
+LOOKUP_BY_DEFAULT = True  # token-level lookup speculation when nothing else is configured
 SUFFIX = "suffix"
 NONE = "none"
 

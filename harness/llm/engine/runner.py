@@ -77,6 +77,7 @@ def kv_bytes_per_block(model: torch.nn.Module, block_size: int, layers: int | No
 
 
 _COMPILED: list[Callable[..., torch.Tensor]] = []
+DEVICE_PACK = 64  # row tokens above which positions and slots are computed on the device
 
 
 def _compiled_decode() -> Callable[..., torch.Tensor]:
@@ -228,9 +229,14 @@ class ModelRunner:
         table_rows: list[int] = []
         keep = list(row_keep)
         n_rows = width = 0
+        on_device = False  # row positions/slots/contexts computed on the device
         if rows is not None:
             width = rows.width
-            pos, slots, ctx = pack_rows(rows, bs, self.null_block, rows.batch)
+            on_device = rows.batch * rows.q > DEVICE_PACK
+            if on_device:  # many row tokens: a few device ops beat a Python loop over them
+                ctx = [*rows.starts, *rows.lengths]
+            else:
+                pos, slots, ctx = pack_rows(rows, bs, self.null_block, rows.batch)
             table_rows = [self.tables.row(s) for s in rows.seqs]
             n_rows = rows.batch * rows.q
             if isinstance(ids_in, torch.Tensor):
@@ -260,6 +266,10 @@ class ModelRunner:
         tables = mask_d = None
         if rows is not None:
             tables = self.tables.gather(rows_t, width)
+            if on_device:
+                row_pos, row_slots, ctx_t = self._pack_on_device(rows, ctx_t, tables)
+                pos_t = torch.cat([row_pos, pos_t])
+                slots_t = torch.cat([row_slots, slots_t])
             mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups, self._span)
         segments: list[PrefillSegment] = []
         for offset, n, context, row in pre:
@@ -294,6 +304,19 @@ class ModelRunner:
         logits: torch.Tensor = out.logits[0, : len(keep)]
         n_row_keep = len(keep) - n_pre_keep
         return logits[:n_row_keep], logits[n_row_keep:], staged
+
+    def _pack_on_device(
+        self, rows: Rows, meta: torch.Tensor, tables: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`pack_rows` on the device from each row's start and length (`meta`)."""
+        b, q, bs = rows.batch, rows.q, self.block_size
+        j = self._span[:q]
+        pos = meta[:b, None] + j  # [B, q]
+        valid = j < meta[b:, None]
+        blocks = tables.gather(1, (pos // bs).clamp_max(tables.shape[1] - 1))
+        slots = torch.where(valid, blocks * bs + pos % bs, self.null_block * bs)
+        ctx = torch.where(valid, pos + 1, 1)
+        return pos.reshape(-1), slots.reshape(-1), ctx.reshape(-1)
 
     # -- row steps with static shapes: CUDA graphs, optional torch.compile -------------------
     def decode_step(

@@ -157,8 +157,8 @@ def inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One index per row of `weights` ([N, V], >= 0, rows need not sum to 1) at uniforms `u`:
     the first index whose cumulative weight reaches (1 - u) * total (> 0, so zero-weight
     entries are never chosen)."""
-    cdf = weights.double().cumsum(-1)
-    x = (1.0 - u.double()) * cdf[:, -1]
+    cdf = weights.cumsum(-1)  # float32: each entry's weight is off by ~1e-7 at most
+    x = (1.0 - u) * cdf[:, -1]
     idx = torch.searchsorted(cdf, x[:, None])[:, 0]
     return idx.clamp_max(weights.shape[-1] - 1)
 
@@ -352,40 +352,52 @@ def verify(logits: torch.Tensor, spec: VerifySpec) -> torch.Tensor:
         cols = torch.arange(w - 1, device=dev)[None, :]
         drafts_t = drafts_t.clone()
         drafts_t[:, : w - 1] = torch.where(cols < ks_t[:, None], dd, -1)
-    argmax = logits.argmax(-1)[pos_t]  # [R, w]
-    match = argmax == drafts_t
-    nxt = argmax
+    everything = len(spec.sampled) == n_rows
+    if everything:  # the usual agent batch: every row samples (no index shuffles)
+        match = torch.zeros_like(drafts_t, dtype=torch.bool)
+        nxt = drafts_t
+    else:
+        argmax = logits.argmax(-1)[pos_t]  # [R, w]
+        match = argmax == drafts_t
+        nxt = argmax
     if spec.sampled:
         s = len(spec.sampled)
+        spos = pos_t if everything else pos_t[rows_t]
         probs = _probs(
-            logits[pos_t[rows_t].reshape(-1)],
+            logits[spos.reshape(-1)],
             temps_t.repeat_interleave(w),
             [j * w + c for j in spec.cut for c in range(w)],
             (cut_t[:, None] * w + torch.arange(w, device=dev)).reshape(-1),
             tops_t.repeat_interleave(w),
         ).view(s, w, -1)
-        d = drafts_t[rows_t]
+        d = drafts_t if everything else drafts_t[rows_t]
         dc = d.clamp_min(0)
         p_d = probs.gather(2, dc[:, :, None])[:, :, 0]
-        q_d = torch.ones_like(p_d)
         qs: list[tuple[int, torch.Tensor, int]] = []
         for i, r in enumerate(spec.sampled):
             q_r = spec.q[r]
             if q_r is not None and spec.ks[r]:
                 qs.append((i, q_r, spec.ks[r]))
-        for i, q, k in qs:  # a model draft: q at each of its drafts
-            q_d[i, :k] = q.gather(1, dc[i, :k, None])[:, 0]
-        accept = (u[acc_i.view(s, w)] * q_d < p_d) & (d >= 0)  # accept iff u < p / q
+        u_acc = u[acc_i.view(s, w)]
+        if qs:  # a model draft: q at each of its drafts (a point mass: q(x) = 1)
+            q_d = torch.ones_like(p_d)
+            for i, q, k in qs:
+                q_d[i, :k] = q.gather(1, dc[i, :k, None])[:, 0]
+            u_acc = u_acc * q_d
+        accept = (u_acc < p_d) & (d >= 0)  # accept iff u < p / q
         m = accept.long().cumprod(1).sum(1)
         p_sel = probs[torch.arange(s, device=dev), m]  # [S, V]
         residual = point_residual(p_sel, dc.gather(1, m[:, None]))
         for i, q, k in qs:  # no host sync: the rejected position is indexed on the device
             at = m[i : i + 1].clamp_max(k - 1)
             residual[i] = (p_sel[i] - q.index_select(0, at)[0]).clamp_min(0.0)
-        weights = torch.where((m < ks_t[rows_t])[:, None], residual, p_sel)
+        ks_s = ks_t if everything else ks_t[rows_t]
+        weights = torch.where((m < ks_s)[:, None], residual, p_sel)
         empty = weights.sum(-1) <= 0.0  # p == q up to rounding: a rejection had ~0 probability
         weights = torch.where(empty[:, None], p_sel, weights)
         drawn = inverse_cdf(weights, u[fin_i])
+        if everything:
+            return torch.cat([m, drawn])
         match = match.index_copy(0, rows_t, accept)
         nxt = nxt.index_copy(0, rows_t, drawn[:, None].expand(-1, w).contiguous())
     accepted = match.long().cumprod(1).sum(1)  # a padding slot (-1) never matches

@@ -146,6 +146,8 @@ def best_k(rate: float, cost_ratio: float, k_max: int) -> int:
         value = expected_tokens(rate, k) / (1.0 + cost_ratio * k)
         if value > best_value + 1e-12:
             best, best_value = k, value
+        elif k > best + 1:  # the ratio is unimodal in k: past its peak it only falls
+            break
     return best
 
 
