@@ -83,7 +83,7 @@ def measure(
     model = tiny_model()
     timer = ForwardTimer(model)
     cfg = EngineConfig(
-        num_blocks=max(256, batch * (PROMPT // 16 + 12)),
+        num_blocks=max(256, batch * ((PROMPT + 10 * steps + 40) // 16 + 4)),
         max_num_seqs=max(batch, 1),
         max_batched_tokens=max(2048, batch * PROMPT),
         policy="ttl",
@@ -107,7 +107,7 @@ def measure(
         engine.add_request(
             EngineRequest(
                 prompt,
-                max_tokens=steps + 40,
+                max_tokens=10 * steps + 40,  # lookup steps make several tokens
                 sampling=params,
                 stop_fn=stop,
                 program_id=f"p{i}",
