@@ -323,6 +323,26 @@ def readme_main() -> dict[str, Any]:
     }
 
 
+def host_baseline(tree: Path) -> dict[str, Any]:
+    """engine_host.py's plain figures for the engine of another checkout (same interpreter)."""
+    script = Path(__file__).parent / "engine_host.py"
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    res = subprocess.run(
+        [sys.executable, str(script), "--plain-only"],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out: dict[str, Any] = json.loads(res.stdout)
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
+    out["commit"] = commit.stdout.strip()
+    return out
+
+
 def _commit() -> str:
     res = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
@@ -340,6 +360,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--k", type=int, default=None, help="most lookup drafts per round")
     ap.add_argument("--no-readme", action="store_true", help="skip the README command")
     ap.add_argument("--no-host", action="store_true", help="skip the host-overhead section")
+    ap.add_argument(
+        "--host-baseline",
+        type=Path,
+        help="also measure the host overhead of the engine in this checkout (e.g. a worktree "
+        "of the commit before lookup drafts) with this script's engine_host.py",
+    )
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--save-outputs", type=Path, help="write the greedy replies here (JSON)")
     args = ap.parse_args(argv)
@@ -379,6 +405,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["host"] = host
         out["host_ms_per_step_b1"] = host["host_ms_per_step_b1"]
         out["host_ms_per_step_b64"] = host["host_ms_per_step_b64"]
+    if args.host_baseline is not None:
+        out["host_before"] = host_baseline(args.host_baseline)
     if not args.no_readme:
         readme = readme_main()
         out["readme"] = readme
