@@ -284,14 +284,14 @@ async def replay_all(
     }
 
 
-def readme_main() -> dict[str, Any]:
+def readme_main(root: Path = ROOT, *, setup: bool = True) -> dict[str, Any]:
     """Wall time of the README's main command, setup done: `scripts/setup` again (a no-op
     then; skipped, and said so, in a checkout without its .venv, where it would build one),
-    then the solve, with this checkout's package and the interpreter running this script."""
+    then the solve, with the package of `root` and the interpreter running this script."""
     setup_s: float | None = None
-    if (ROOT / ".venv" / "bin" / "harness").exists():
+    if setup and (root / ".venv" / "bin" / "harness").exists():
         t0 = time.perf_counter()
-        subprocess.run(["./scripts/setup"], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["./scripts/setup"], cwd=root, check=True, capture_output=True)
         setup_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory(prefix="readme-main-") as tmp:
         cmd = [
@@ -309,12 +309,13 @@ def readme_main() -> dict[str, Any]:
             "--json",
         ]
         t1 = time.perf_counter()
-        res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+        env = {**os.environ, "PYTHONPATH": str(root)}
+        res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
         solve_s = time.perf_counter() - t1
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
     return {
         "readme_main_s": round((setup_s or 0.0) + solve_s, 1),
-        "setup_s": round(setup_s, 1) if setup_s is not None else "skipped: no .venv here",
+        "setup_s": round(setup_s, 1) if setup_s is not None else None,  # None: not run
         "solve_s": round(solve_s, 1),
         "exit_code": res.returncode,
         "status": summary.get("status"),
@@ -361,10 +362,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--no-readme", action="store_true", help="skip the README command")
     ap.add_argument("--no-host", action="store_true", help="skip the host-overhead section")
     ap.add_argument(
-        "--host-baseline",
+        "--baseline",
         type=Path,
-        help="also measure the host overhead of the engine in this checkout (e.g. a worktree "
-        "of the commit before lookup drafts) with this script's engine_host.py",
+        help="also measure another checkout (e.g. a worktree of the commit before lookup "
+        "drafts): its engine's host overhead (this script's engine_host.py) and its README "
+        "solve",
     )
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--save-outputs", type=Path, help="write the greedy replies here (JSON)")
@@ -405,8 +407,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         out["host"] = host
         out["host_ms_per_step_b1"] = host["host_ms_per_step_b1"]
         out["host_ms_per_step_b64"] = host["host_ms_per_step_b64"]
-    if args.host_baseline is not None:
-        out["host_before"] = host_baseline(args.host_baseline)
+    if args.baseline is not None:
+        if not args.no_host:
+            out["host_before"] = host_baseline(args.baseline)
+        if not args.no_readme:
+            out["readme_before"] = readme_main(args.baseline, setup=False)
     if not args.no_readme:
         readme = readme_main()
         out["readme"] = readme
