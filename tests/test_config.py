@@ -83,7 +83,21 @@ def test_speculation_settings_come_through_engine_overrides() -> None:
     named = load_config(None, ['engine.draft_model="hf:/models/small?gguf=s.gguf"']).engine
     assert named.draft() == ("hf:/models/small?gguf=s.gguf", None)
     assert named.spec_config(cost_ratio=0.1, delimiter_ids=frozenset()).k == 4  # the default
-    assert not SolveConfig().engine.speculation
+    assert not named.lookup
+
+
+def test_lookup_drafts_are_the_default_and_can_be_turned_off() -> None:
+    default = SolveConfig().engine
+    assert default.speculation and default.lookup and not default.requested
+    assert default.spec_config(cost_ratio=0.05, delimiter_ids=frozenset()).k == 12
+    suffix = load_config(None, ["engine.draft_model=suffix", "engine.speculate=6"]).engine
+    assert suffix.lookup and suffix.requested and suffix.draft() == (None, None)
+    for off in (["engine.draft_model=none"], ["engine.speculate=0"]):
+        engine = load_config(None, off).engine
+        assert not engine.speculation and not engine.lookup
+    # Step level needs a model drafter: without one named it is the self-draft, not lookup.
+    steps = load_config(None, ["engine.conformal_alpha=0.2"]).engine
+    assert steps.speculation and not steps.lookup and steps.draft() == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -95,11 +109,12 @@ def test_speculation_settings_come_through_engine_overrides() -> None:
         ("engine.rejection_fallback=peer", "unknown engine.rejection_fallback"),
         ("engine.draft_model=self:none", "needs a layer count"),
         ("engine.self_draft_layers=0", "self_draft_layers must be >= 1"),
+        ("engine.draft_model=suffix engine.conformal_alpha=0.2", "needs a draft model"),
     ],
 )
 def test_bad_speculation_settings_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(None, [override])
+        load_config(None, override.split(" "))
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,9 @@ def serve(
         float, typer.Option("--cpu-offload-gb", help="Host memory for offloaded KV pins.")
     ] = 0.0,
     draft_model: Annotated[str | None, typer.Option("--draft-model", help=DRAFT_MODEL_HELP)] = None,
-    speculate: Annotated[int, typer.Option("--speculate", min=0, help=SPECULATE_HELP)] = 0,
+    speculate: Annotated[
+        int | None, typer.Option("--speculate", min=0, help=SPECULATE_HELP)
+    ] = None,
     conformal_alpha: Annotated[
         float | None, typer.Option("--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
     ] = None,

@@ -52,11 +52,13 @@ async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
 @pytest.mark.parametrize(
     "extra",
     [
-        (),
+        ("--draft-model", "none"),
+        (),  # lookup (suffix) drafts, the default
+        ("--draft-model", "suffix", "--speculate", "5"),
         ("--speculate", "3", "--draft-model", "self:1"),  # greedy output stays the target's
         ("--conformal-alpha", "1.0"),  # every step rejected: the target writes them all
     ],
-    ids=["plain", "token-speculation", "steps"],
+    ids=["plain", "default-suffix", "suffix", "token-speculation", "steps"],
 )
 async def test_serve_answers_like_the_in_process_model(
     tiny_model_dir: Path, tiny_llm: LocalLLM, tmp_path: Path, extra: tuple[str, ...]
