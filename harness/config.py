@@ -1,12 +1,14 @@
 """Typed configuration: frozen dataclasses, a YAML file, and `-c key.path=value` overrides.
 
-Every knob of `harness solve` lives here with its default; unknown keys and ill-typed
-values are ConfigErrors that name the key and the valid choices.
+Every knob of `harness solve` lives here with its default; unknown keys, ill-typed values and
+values out of range are ConfigErrors that name the key and the valid choices, raised when the
+config loads (before any work starts or any directory is made).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -35,7 +37,7 @@ class StageConfig:
 @dataclass(frozen=True)
 class ContextConfig:
     enabled: bool = True
-    max_candidates: int = 40  # files the relevance model reads (after lexical pre-ranking)
+    max_candidates: int = 80  # files the relevance model reads (benchmarks/context_recall.py)
     relevance: bool = True  # ask the model about each candidate file
     rankings: int = 1  # model rankings merged by mean rank (CodeMonkeys uses 3)
     token_budget: int = 2500  # tokens of file content packed into prompts
@@ -96,6 +98,95 @@ class SolveConfig:
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # $/1M in, out
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric or string key may take."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # `low` itself is not allowed
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.low is not None and self.high is not None:
+            return f"between {_num(self.low)} and {_num(self.high)}"
+        if self.low is not None:
+            return f"{'greater than' if self.low_open else 'at least'} {_num(self.low)}"
+        return f"at most {_num(self.high)}"
+
+    def allows(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or value <= self.high
+
+
+def _num(value: float | None) -> str:
+    return str(int(value)) if value is not None and float(value).is_integer() else str(value)
+
+
+_AT_LEAST_1 = Range(1)
+_POSITIVE = Range(0, low_open=True)
+_NON_NEGATIVE = Range(0)
+_TEMPERATURE = Range(0, 2)
+# Dotted key -> allowed values (None is always allowed where the type is optional).
+RANGES: dict[str, Range] = {
+    "samples": _AT_LEAST_1,
+    "seed": Range(0, 2**31 - 1),
+    "output_limit": _AT_LEAST_1,
+    **{
+        f"{stage}.{key}": rng
+        for stage in ("testing", "editing", "selection")
+        for key, rng in (
+            ("max_turns", _AT_LEAST_1),
+            ("temperature", _TEMPERATURE),
+            ("max_tokens", _AT_LEAST_1),
+            ("exec_timeout", _POSITIVE),
+        )
+    },
+    "selection.top_k": _AT_LEAST_1,
+    "context.max_candidates": _NON_NEGATIVE,
+    "context.rankings": _AT_LEAST_1,
+    "context.token_budget": _NON_NEGATIVE,
+    "context.max_file_tokens": _AT_LEAST_1,
+    "sandbox.backend": Range(choices=("docker", "bwrap", "local")),
+    "sandbox.memory_mb": Range(64),
+    "sandbox.cpus": _POSITIVE,
+    "sandbox.pids": Range(16),
+    "budget.max_tokens": _AT_LEAST_1,
+    "budget.max_usd": _POSITIVE,
+    "concurrency.samples": _NON_NEGATIVE,
+    "concurrency.llm_calls": _AT_LEAST_1,
+    "concurrency.execs": _AT_LEAST_1,
+    "engine.policy": Range(choices=("none", "lru", "ttl")),
+    "engine.kv_memory_gb": _POSITIVE,
+    "engine.cpu_offload_gb": _NON_NEGATIVE,
+    "engine.block_size": _AT_LEAST_1,
+    "engine.max_num_seqs": _AT_LEAST_1,
+    "engine.max_batched_tokens": _AT_LEAST_1,
+    "engine.cost_ratio": _POSITIVE,
+}
+# Keys that a `harness solve` option sets, named in messages next to the key.
+FLAGS: dict[str, str] = {
+    "samples": "-n/--samples",
+    "model": "-m/--model",
+    "base_url": "--base-url",
+    "sandbox.backend": "--backend",
+    "budget.max_tokens": "--max-tokens",
+    "budget.max_usd": "--max-usd",
+}
+
+
+def key_name(key: str) -> str:
+    """`samples (-n/--samples)`: the config key and the option that sets it."""
+    return f"{key} ({FLAGS[key]})" if key in FLAGS else key
+
+
 def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> SolveConfig:
     """Defaults, then the YAML file, then `key.path=value` overrides (values parsed as YAML)."""
     data: dict[str, Any] = {}
@@ -103,11 +194,20 @@ def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> Solv
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read config file {path}: {exc.strerror}",
+                hint="pass an existing YAML file to --config",
+            ) from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+            raise ConfigError(
+                f"config file {path} is not valid YAML: {' '.join(str(exc).split())}",
+                hint="fix the YAML at the place named (examples/smollm2-quick.yaml is a sample)",
+            ) from exc
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+            raise ConfigError(
+                f"config file {path} must hold a mapping at the top level",
+                hint="write `key: value` lines, e.g. `samples: 8`",
+            )
         data = loaded
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -125,9 +225,82 @@ def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> Solv
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section")
+                raise ConfigError(f"override {item!r}: {part} is not a section", hint=_hint(part))
         node[parts[-1]] = value
-    return build(SolveConfig, data, "")
+    config = build(SolveConfig, data, "")
+    validate(config)
+    return config
+
+
+def validate(config: SolveConfig) -> None:
+    """Ranges, model specs and prices: everything that can be checked before a run starts."""
+    for key, rng in RANGES.items():
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and not rng.allows(value):
+            example = _example(key, rng)
+            flag = FLAGS.get(key, "").split("/")[0]
+            raise ConfigError(
+                f"{key_name(key)} must be {rng.describe()}, not {value!r}",
+                hint=f"e.g. {flag} {example}" if flag else f"e.g. -c {key}={example}",
+            )
+    _check_prices(config)
+    _check_models(config)
+
+
+def _example(key: str, rng: Range) -> str:
+    default: Any = SolveConfig()
+    for part in key.split("."):
+        default = getattr(default, part)
+    if default is not None and rng.allows(default):
+        return str(default).lower() if isinstance(default, bool) else str(default)
+    return rng.choices[0] if rng.choices else str(rng.low if not rng.low_open else 1)
+
+
+def _check_prices(config: SolveConfig) -> None:
+    for model, pair in config.prices.items():
+        ok = isinstance(pair, tuple) and len(pair) == 2
+        ok = ok and all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 0
+            for p in pair
+        )
+        if not ok:
+            raise ConfigError(
+                f"prices.{model} must be [input, output] in $ per 1M tokens, not {pair!r}",
+                hint=f"e.g. -c 'prices.{model}=[2.5, 10]'",
+            )
+
+
+def price_table(config: SolveConfig) -> dict[str, Any]:
+    """The shipped prices with the config's own on top (a config entry wins)."""
+    from harness.llm.accounting import Price
+    from harness.llm.prices import DEFAULT_PRICES
+
+    own = {name: Price(float(pair[0]), float(pair[1])) for name, pair in config.prices.items()}
+    return {**DEFAULT_PRICES, **own}
+
+
+def _check_models(config: SolveConfig) -> None:
+    """Every model spec parses; with a dollar cap, every API model has a price."""
+    from harness.llm.accounting import price_for
+    from harness.llm.specs import parse_spec
+
+    specs = [("model", config.model)]
+    if config.context.relevance_model:
+        specs.append(("context.relevance_model", config.context.relevance_model))
+    prices = price_table(config)
+    for key, text in specs:
+        spec = parse_spec(text)
+        # In-process and scripted models cost nothing per token; an API model must be priced.
+        if config.budget.max_usd is None or spec.kind != "openai":
+            continue
+        if price_for(prices, spec.target) is None:
+            raise ConfigError(
+                f"--max-usd cannot cap {key} {text!r}: no price is known for {spec.target!r}",
+                hint=f"give its price in $ per 1M tokens (input, output): "
+                f"-c 'prices.{spec.target}=[2.5, 10]', or under prices: in the --config file",
+            )
 
 
 def build(cls: type[T], data: Mapping[str, Any], where: str) -> T:
@@ -150,7 +323,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} is a section; give it a mapping")
+            raise ConfigError(
+                f"config key {key!r} is a section; give it a mapping",
+                hint=f"set one of its keys, e.g. -c {key}.KEY=VALUE",
+            )
         return build(tp, value, key + ".")  # type: ignore[arg-type]
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -163,31 +339,61 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {tp}")
+        raise ConfigError(f"config key {key!r}: {value!r} is not a valid {tp}", hint=_hint(key))
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} must be a mapping")
-        return {str(k): tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+            raise ConfigError(f"config key {key!r} must be a mapping", hint=_hint(key))
+        return {str(k): _pair(v) for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"config key {key!r} must be true or false, not {value!r}")
+        raise ConfigError(
+            f"config key {key!r} must be true or false, not {value!r}", hint=_hint(key)
+        )
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"config key {key!r} must be an integer, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be an integer, not {value!r}", hint=_hint(key))
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(f"config key {key!r} must be a number, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a number, not {value!r}", hint=_hint(key))
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"config key {key!r} must be a string, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a string, not {value!r}", hint=_hint(key))
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value).expanduser()
-        raise ConfigError(f"config key {key!r} must be a path, not {value!r}")
+        raise ConfigError(f"config key {key!r} must be a path, not {value!r}", hint=_hint(key))
+    return value
+
+
+def _hint(key: str) -> str:
+    """`e.g. -c KEY=DEFAULT` for a key that has a default, else where the keys are listed."""
+    default: Any = SolveConfig()
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(default) or not hasattr(default, part):
+            return "the keys and their defaults are listed in docs/solve.md (Configuration)"
+        default = getattr(default, part)
+    if dataclasses.is_dataclass(default) or isinstance(default, Mapping):
+        return f"set one of its keys, e.g. -c {key}.KEY=VALUE"
+    shown = (
+        "null"
+        if default is None
+        else str(default).lower()
+        if isinstance(default, bool)
+        else default
+    )
+    return f"e.g. -c {key}={shown}"
+
+
+def _pair(value: Any) -> Any:
+    """A price as a tuple: `[in, out]` or `{input: in, output: out}` (checked in validate)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, Mapping) and set(value) == {"input", "output"}:
+        return (value["input"], value["output"])
     return value
 
 

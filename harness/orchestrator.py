@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,7 +215,10 @@ class Orchestrator:
         results: list[SampleResult] = []
 
         async def one(index: int) -> None:
-            result = await self._sample(index, task, pristine, runner, context, run_dir)
+            try:
+                result = await self._sample(index, task, pristine, runner, context, run_dir)
+            except Exception as exc:  # escaped the sample's own handling (closing its sandbox)
+                result = self._failed_sample(index, exc, run_dir)
             results.append(result)
             if result.candidate is not None:
                 # Voting starts on this candidate now, while other samples still run.
@@ -295,12 +299,25 @@ class Orchestrator:
                 result.candidate = Candidate(sample_id, await box.diff(), test, sample_id)
         except HarnessError as exc:
             result.status, result.message = "error", str(exc)
+            log.record("error", "sample", message=str(exc), traceback=traceback.format_exc())
+        except Exception as exc:  # a bug anywhere in one trajectory must not hide it
+            result.status, result.message = "error", f"{type(exc).__name__}: {exc}"
+            log.record("error", "sample", message=result.message, traceback=traceback.format_exc())
         finally:
             if box is not None:
                 await box.close()
         result.finished = time.time()
         self._emit(sample_id, {"kind": "stage", "stage": result.status})
         return result
+
+    def _failed_sample(self, index: int, exc: Exception, run_dir: Path) -> SampleResult:
+        sample_id = f"sample-{index:02d}"
+        message = f"{type(exc).__name__}: {exc}"
+        log = TrajectoryLog.open(run_dir / "trajectories" / f"{sample_id}.jsonl", sample_id)
+        log.record("error", "sample", message=message, traceback=traceback.format_exc())
+        now = time.time()
+        self._emit(sample_id, {"kind": "stage", "stage": "error"})
+        return SampleResult(sample_id, "error", message=message, started=now, finished=now)
 
     async def _select(
         self, task: Task, pristine: Sandbox, runner: ReproRunner, matrix: Matrix, run_dir: Path

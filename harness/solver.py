@@ -9,10 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.agent.trajectory import Observer
-from harness.config import SolveConfig
-from harness.llm.accounting import Price
+from harness.config import SolveConfig, price_table
 from harness.llm.base import LLM
-from harness.llm.budget import Budget, BudgetedLLM
+from harness.llm.budget import Budget, BudgetedLLM, SpendLedger
 from harness.llm.model_store import ModelStore
 from harness.orchestrator import Orchestrator
 from harness.types import Candidate, SolveResult, Task
@@ -39,7 +38,7 @@ class PipelineSolver:
         self.store = store
         self.api_key = api_key
         self.extra_candidates = list(extra_candidates)
-        self.prices = {name: Price(*pair) for name, pair in config.prices.items()}
+        self.prices = price_table(config)  # shipped prices, the config's own on top
         self._llm = llm
         self._owns_llm = llm is None
         self._context_llm: LLM | None = None
@@ -83,8 +82,11 @@ class PipelineSolver:
     ) -> SolveResult:
         from harness.sandboxes import make_backend
 
+        # The ledger in the run directory carries the spend over a crash and --resume.
         budget = Budget(
-            max_tokens=self.config.budget.max_tokens, max_usd=self.config.budget.max_usd
+            max_tokens=self.config.budget.max_tokens,
+            max_usd=self.config.budget.max_usd,
+            ledger=SpendLedger(run_dir / "spend.jsonl"),
         )
         llm = BudgetedLLM(await self.model(), budget, self.prices)
         cheap = await self.context_model()

@@ -12,11 +12,11 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 from harness.errors import RepoError, TaskError
 from harness.sandboxes.checkout import SAFE_GIT, git, resolve_commit
+from harness.tempdirs import drop_tempdir, hold_tempdir
 from harness.types import Task
 
 _URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:|\.git/?$")
@@ -46,15 +46,21 @@ def read_issue(source: str, stdin_text: str | None = None) -> tuple[str, str]:
         stem = "issue-" + hashlib.sha256(text.encode()).hexdigest()[:8]
     else:
         path = Path(source)
+        hint = "pass a file with the issue text, or - to read standard input"
+        if not path.exists():
+            raise TaskError(f"issue file {source} does not exist", hint=hint)
         if not path.is_file():
-            raise TaskError(
-                f"issue file {source} does not exist",
-                hint="pass a file with the issue text, or - to read standard input",
-            )
-        text = path.read_text(errors="replace")
+            raise TaskError(f"issue file {source} is not a file", hint=hint)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise TaskError(f"cannot read issue file {source}: {exc.strerror}", hint=hint) from exc
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name.split(".")[0]) or "issue"
     if not text.strip():
-        raise TaskError(f"the issue text from {source} is empty")
+        raise TaskError(
+            f"the issue text from {source} is empty",
+            hint="write the issue (what is wrong, how to see it) into it first",
+        )
     return text, stem
 
 
@@ -95,7 +101,7 @@ async def snapshot_directory(directory: Path, cache_dir: Path) -> tuple[Path, st
     target = cache_dir / "snapshots" / digest.hexdigest()[:20]
     if not (target / ".git").exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        tmp = hold_tempdir(".tmp-", target.parent)
         try:
             await asyncio.to_thread(
                 shutil.copytree,
@@ -121,7 +127,7 @@ async def snapshot_directory(directory: Path, cache_dir: Path) -> tuple[Path, st
             )
             os.rename(work, target)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            drop_tempdir(tmp)
     return target, await resolve_commit(target, "HEAD")
 
 
@@ -132,18 +138,18 @@ async def clone(url: str, cache_dir: Path) -> Path:
         await git("fetch", "-q", "--tags", "origin", cwd=target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    tmp = hold_tempdir(".tmp-", target.parent)
     try:
         try:
             await git("clone", "-q", "--no-checkout", url, str(tmp / "repo"))
         except RepoError as exc:
             raise RepoError(
-                f"cannot clone {url}: {exc.message}",
+                f"cannot clone {url}: {_last_line(exc.message)}",
                 hint="check the URL and your network, or pass a local --repo",
             ) from exc
         os.rename(tmp / "repo", target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        drop_tempdir(tmp)
     return target
 
 
@@ -154,10 +160,11 @@ async def resolve_repo(repo: str, commit: str | None, cache_dir: Path) -> tuple[
         sha = await resolve_commit(path, commit or "origin/HEAD")
         return path, sha, f"cloned {repo}"
     path = Path(repo).expanduser().resolve()
+    hint = "pass a git repository, a plain directory or a git URL as --repo"
     if not path.exists():
-        raise RepoError(f"repository path {repo} does not exist")
+        raise RepoError(f"repository path {repo} does not exist", hint=hint)
     if not path.is_dir():
-        raise RepoError(f"{repo} is not a directory")
+        raise RepoError(f"--repo {repo} is a file, not a directory", hint=hint)
     top = await _toplevel(path)
     if top == path:
         sha = await resolve_commit(path, commit or "HEAD")
@@ -173,6 +180,13 @@ async def resolve_repo(repo: str, commit: str | None, cache_dir: Path) -> tuple[
         )
     snap, sha = await snapshot_directory(path, cache_dir)
     return snap, sha, f"snapshotted {repo} (not a git repository root) as {sha[:12]}"
+
+
+def _last_line(text: str) -> str:
+    """git's last `fatal:` line (the reason), else its last line: one line for a message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    fatal = [line for line in lines if "fatal:" in line]
+    return (fatal or lines or [""])[-1]
 
 
 async def make_task(

@@ -1,5 +1,5 @@
 """Suite-wide fixtures: real git repositories, a tiny real transformers model, Docker, and
-CI's rule that a skipped Docker test fails."""
+CI's rule that a skipped Docker or bubblewrap test fails."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.smollm2 import smollm2_wheel  # noqa: F401  (a fixture for every test)
 from tests.fixtures.tiny_model import build_tiny_model
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -45,9 +46,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and item.get_closest_marker("docker") is not None:
-        report.outcome = "failed"
-        report.longrepr = f"CI=true: a Docker test may not be skipped ({report.longrepr})"
+    if not IN_CI or not report.skipped:
+        return
+    for marker, what in (("docker", "a Docker test"), ("bwrap", "a bubblewrap test")):
+        if item.get_closest_marker(marker) is not None:
+            report.outcome = "failed"
+            report.longrepr = f"CI=true: {what} may not be skipped ({report.longrepr})"
+            return
 
 
 def git(cwd: Path, *args: str) -> str:

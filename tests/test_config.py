@@ -13,10 +13,10 @@ from harness.errors import ConfigError
 def test_defaults_file_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("samples: 6\nediting:\n  temperature: 0.3\nsandbox:\n  backend: bwrap\n")
-    config = load_config(path, ["editing.max_turns=3", "budget.max_usd=2", "model=openai:gpt"])
+    config = load_config(path, ["editing.max_turns=3", "budget.max_usd=2", "model=openai:gpt-4o"])
     assert config.samples == 6 and config.sandbox.backend == "bwrap"
     assert config.editing.temperature == 0.3 and config.editing.max_turns == 3
-    assert config.budget.max_usd == 2.0 and config.model == "openai:gpt"
+    assert config.budget.max_usd == 2.0 and config.model == "openai:gpt-4o"
     assert config.testing == SolveConfig().testing  # untouched sections keep defaults
 
 
@@ -83,7 +83,21 @@ def test_speculation_settings_come_through_engine_overrides() -> None:
     named = load_config(None, ['engine.draft_model="hf:/models/small?gguf=s.gguf"']).engine
     assert named.draft() == ("hf:/models/small?gguf=s.gguf", None)
     assert named.spec_config(cost_ratio=0.1, delimiter_ids=frozenset()).k == 4  # the default
-    assert not SolveConfig().engine.speculation
+    assert not named.lookup
+
+
+def test_lookup_drafts_are_the_default_and_can_be_turned_off() -> None:
+    default = SolveConfig().engine
+    assert default.speculation and default.lookup and not default.requested
+    assert default.spec_config(cost_ratio=0.05, delimiter_ids=frozenset()).k == 12
+    suffix = load_config(None, ["engine.draft_model=suffix", "engine.speculate=6"]).engine
+    assert suffix.lookup and suffix.requested and suffix.draft() == (None, None)
+    for off in (["engine.draft_model=none"], ["engine.speculate=0"]):
+        engine = load_config(None, off).engine
+        assert not engine.speculation and not engine.lookup
+    # Step level needs a model drafter: without one named it is the self-draft, not lookup.
+    steps = load_config(None, ["engine.conformal_alpha=0.2"]).engine
+    assert steps.speculation and not steps.lookup and steps.draft() == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -95,8 +109,81 @@ def test_speculation_settings_come_through_engine_overrides() -> None:
         ("engine.rejection_fallback=peer", "unknown engine.rejection_fallback"),
         ("engine.draft_model=self:none", "needs a layer count"),
         ("engine.self_draft_layers=0", "self_draft_layers must be >= 1"),
+        ("engine.draft_model=suffix engine.conformal_alpha=0.2", "needs a draft model"),
     ],
 )
 def test_bad_speculation_settings_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
+        load_config(None, override.split(" "))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("samples=-1", r"samples \(-n/--samples\) must be at least 1, not -1"),
+        ("samples=0", r"samples \(-n/--samples\) must be at least 1, not 0"),
+        ("testing.max_turns=0", "testing.max_turns must be at least 1"),
+        ("editing.max_turns=-3", "editing.max_turns must be at least 1"),
+        ("selection.max_turns=0", "selection.max_turns must be at least 1"),
+        ("editing.max_tokens=0", "editing.max_tokens must be at least 1"),
+        ("testing.exec_timeout=0", "testing.exec_timeout must be greater than 0"),
+        ("editing.temperature=-0.1", "editing.temperature must be between 0 and 2"),
+        ("editing.temperature=.nan", "editing.temperature must be between 0 and 2, not nan"),
+        ("selection.top_k=0", "selection.top_k must be at least 1"),
+        ("context.rankings=0", "context.rankings must be at least 1"),
+        ("concurrency.execs=0", "concurrency.execs must be at least 1"),
+        ("concurrency.llm_calls=0", "concurrency.llm_calls must be at least 1"),
+        ("concurrency.samples=-1", "concurrency.samples must be at least 0"),
+        ("budget.max_tokens=0", r"budget.max_tokens \(--max-tokens\) must be at least 1"),
+        ("budget.max_tokens=-5", r"budget.max_tokens \(--max-tokens\) must be at least 1"),
+        ("budget.max_usd=0", r"budget.max_usd \(--max-usd\) must be greater than 0"),
+        ("budget.max_usd=.inf", r"budget.max_usd \(--max-usd\) must be greater than 0"),
+        ("seed=1180591620717411303424", "seed must be between 0 and 2147483647"),
+        ("sandbox.backend=qemu", "must be one of docker, bwrap, local"),
+        ("sandbox.cpus=0", "sandbox.cpus must be greater than 0"),
+        ("sandbox.memory_mb=1", "sandbox.memory_mb must be at least 64"),
+        ("engine.block_size=0", "engine.block_size must be at least 1"),
+        ("engine.kv_memory_gb=-1", "engine.kv_memory_gb must be greater than 0"),
+        ("prices.x=[1]", r"prices.x must be \[input, output\]"),
+        ("prices.x=[1, -2]", r"prices.x must be \[input, output\]"),
+        ("model=gpt-17", "unknown model name 'gpt-17'"),
+        ("context.relevance_model=nope:x", "unknown model spec"),
+    ],
+)
+def test_values_out_of_range_are_refused_when_the_config_loads(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
         load_config(None, [override])
+    assert "\n" not in info.value.message and info.value.hint
+
+
+def test_a_config_file_is_checked_as_a_whole(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("samples: 2\nconcurrency:\n  execs: 0\n")
+    with pytest.raises(ConfigError, match=r"concurrency\.execs must be at least 1"):
+        load_config(path)
+
+
+def test_a_dollar_cap_needs_a_price_for_every_api_model() -> None:
+    with pytest.raises(ConfigError, match="no price is known for 'my-model'") as info:
+        load_config(None, ["model=openai:my-model", "budget.max_usd=5"])
+    assert "prices.my-model=[" in (info.value.hint or "")
+    with pytest.raises(ConfigError, match=r"context\.relevance_model"):
+        load_config(
+            None,
+            ["model=openai:gpt-4o", "context.relevance_model=openai:cheap", "budget.max_usd=5"],
+        )
+    # Priced by the shipped table, by the config, or free (in-process / scripted models).
+    load_config(None, ["model=openai:gpt-4o-2024-08-06", "budget.max_usd=5"])
+    load_config(None, ["model=openai:my-model", "budget.max_usd=5", "prices.my-model=[1, 2]"])
+    load_config(None, ["model=smollm2-135m", "budget.max_usd=5"])
+    load_config(None, ["model=openai:my-model"])  # no dollar cap: no price needed
+
+
+def test_config_prices_add_to_and_override_the_shipped_table() -> None:
+    from harness.config import price_table
+    from harness.llm.accounting import Price
+
+    config = load_config(None, ["prices.gpt-4o=[1, 2]", "prices.mine={input: 0.5, output: 0.75}"])
+    table = price_table(config)
+    assert table["gpt-4o"] == Price(1.0, 2.0) and table["mine"] == Price(0.5, 0.75)
+    assert table["gpt-4o-mini"] == Price(0.15, 0.6)

@@ -108,26 +108,24 @@ async def test_budget_cap_holds_and_the_run_ends_cleanly(
     assert (tmp_path / "run" / "report.md").exists()
 
 
+@pytest.mark.parametrize("wrap", [True, False], ids=["harness-error", "bare-runtime-error"])
 async def test_a_failing_trajectory_does_not_stop_the_others(
-    docker_backend: Any, cache_dir: Path, tmp_path: Path
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, wrap: bool
 ) -> None:
+    """Any exception in one sample, the project's own or a bug's, ends that sample with
+    status `error`, its traceback in its log; the others go on."""
     task = await example_task(cache_dir)
+    from harness.errors import LLMError
 
     def flaky(request: ChatRequest) -> str:
         if (request.program_id or "").endswith("sample-01"):
+            if wrap:
+                raise LLMError("backend exploded")
             raise RuntimeError("backend exploded")  # not a HarnessError: a real bug
         return respond(request)
 
-    from harness.errors import LLMError
-
-    def wrapped(request: ChatRequest) -> str:
-        try:
-            return flaky(request)
-        except RuntimeError as exc:
-            raise LLMError(str(exc)) from exc
-
     result = await Orchestrator(
-        load_config(None, ["samples=3"]), ScriptedLLM(wrapped), docker_backend
+        load_config(None, ["samples=3"]), ScriptedLLM(flaky), docker_backend
     ).solve(task, tmp_path / "run")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     statuses = {s["sample_id"]: s["status"] for s in summary["samples"]}
@@ -138,6 +136,14 @@ async def test_a_failing_trajectory_does_not_stop_the_others(
     assert len(result.samples) == 3 and result.samples[1] == ""
     assert {result.samples[0], result.samples[2]} <= rows
     assert "backend exploded" in (tmp_path / "run" / "report.md").read_text()
+    log = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "trajectories" / "sample-01.jsonl").read_text().splitlines()
+    ]
+    (error,) = [e for e in log if e["kind"] == "error"]
+    assert "backend exploded" in error["message"]
+    assert "Traceback (most recent call last)" in error["traceback"]
+    assert ("RuntimeError" if not wrap else "LLMError") in error["traceback"]
 
 
 @pytest.mark.parametrize("reply", ["I do not know.", "<edit>\nnonsense\n</edit>"])
@@ -200,3 +206,46 @@ async def test_a_speculating_engine_reports_draft_and_target_work(
     assert spec["draft_tokens"] > 0 and spec["target_tokens"] > 0
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Draft/target decoding" in report and "steps:" in report
+
+
+@pytest.mark.parametrize("cap", ["tokens", "dollars"])
+async def test_the_pipeline_holds_a_cap_with_concurrent_trajectories_on_a_server(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, cap: str
+) -> None:
+    """`harness solve`'s own wiring (PipelineSolver: an `openai:` model, the price table, the
+    budget, the ledger) with six trajectories at once against a loopback OpenAI-compatible
+    server that reports realistic usage: the spend it bills stays within the cap. (The solver
+    opens its own docker backend; the fixture marks the test and skips it without Docker.)"""
+    from harness.llm.model_store import ModelStore
+    from harness.solver import PipelineSolver
+    from tests.fixtures.fake_openai import fake_openai
+
+    task = await example_task(cache_dir)
+    price = (2.5, 10.0)  # $ per 1M tokens, as the config gives it
+    limit = ["budget.max_tokens=15000"] if cap == "tokens" else ["budget.max_usd=0.05"]
+    async with fake_openai(respond, latency_s=0.05) as (url, server):
+        config = load_config(
+            None,
+            [
+                f"model=openai:oracle?base_url={url}",
+                "samples=6",
+                "concurrency.llm_calls=8",
+                f"prices.oracle=[{price[0]}, {price[1]}]",
+                *limit,
+            ],
+        )
+        solver = PipelineSolver(config, cache_dir=cache_dir, store=ModelStore(tmp_path / "m"))
+        try:
+            result = await solver.solve(task, tmp_path / "run")
+        finally:
+            await solver.aclose()
+    assert server.max_in_flight >= 4, "the trajectories never overlapped"
+    billed_usd = (server.prompt_tokens * price[0] + server.completion_tokens * price[1]) / 1e6
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens"] == result.tokens == server.billed  # honest usage: counted as billed
+    assert summary["cost_usd"] == pytest.approx(billed_usd, abs=1e-6)
+    if cap == "tokens":
+        assert server.billed <= 15000
+    else:
+        assert billed_usd <= 0.05
+    assert "budget" in [s["status"] for s in summary["samples"]], "the cap never bit"

@@ -80,3 +80,24 @@ async def test_make_task(tmp_path: Path, cache_dir: Path) -> None:
         await make_task(
             str(ROOT / "examples/durations.issue.md"), str(tmp_path / "x"), None, cache_dir
         )
+
+
+async def test_unusable_input_errors_are_one_line_with_a_hint(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    (tmp_path / "empty.md").write_text("\n  \n")
+    (tmp_path / "file.txt").write_text("x")
+    cases: list[tuple[object, str]] = [
+        (lambda: read_issue(str(tmp_path / "empty.md")), "is empty"),
+        (lambda: read_issue(str(tmp_path)), "is not a file"),
+        (lambda: resolve_repo(str(tmp_path / "absent"), None, cache_dir), "does not exist"),
+        (lambda: resolve_repo(str(tmp_path / "file.txt"), None, cache_dir), "is a file"),
+        # A refused loopback connection: git's several lines become the one that says why.
+        (lambda: resolve_repo("http://127.0.0.1:1/x.git", None, cache_dir), "cannot clone"),
+    ]
+    for call, message in cases:
+        with pytest.raises((TaskError, RepoError), match=message) as info:
+            result = call()  # type: ignore[operator]
+            if hasattr(result, "__await__"):
+                await result
+        assert "\n" not in info.value.message and info.value.hint, info.value

@@ -18,6 +18,7 @@ _FENCED = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)```", re.DOTALL)
 class Action:
     kind: str  # "test" | "edit" | "done" | "choose"
     body: str = ""
+    closed: bool = True  # False: the closing tag is missing (stop string, or a cut reply)
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,14 @@ class Malformed:
     message: str
 
 
-def _tag_body(text: str, tag: str) -> str | None:
+def _tag_body(text: str, tag: str) -> tuple[str, bool] | None:
+    """The body of `<tag>...</tag>` and whether the closing tag was there."""
     match = re.search(rf"<\s*{tag}\s*>(.*?)<\s*/\s*{tag}\s*>", text, re.DOTALL | re.IGNORECASE)
     if match:
-        return match.group(1)
+        return match.group(1), True
     # An opening tag whose closing tag was cut off (stop strings, max_tokens): take the rest.
     match = re.search(rf"<\s*{tag}\s*>(.*)$", text, re.DOTALL | re.IGNORECASE)
-    return match.group(1) if match else None
+    return (match.group(1), False) if match else None
 
 
 def strip_fences(code: str) -> str:
@@ -46,9 +48,9 @@ def parse_action(text: str, allowed: tuple[str, ...]) -> Action | Malformed:
     for tag in _TAGS:
         if tag not in allowed:
             continue
-        body = _tag_body(text, tag)
-        if body is not None:
-            found.append(Action(tag, body))
+        tagged = _tag_body(text, tag)
+        if tagged is not None:
+            found.append(Action(tag, *tagged))
     if "done" in allowed and _DONE.search(text):
         found.append(Action("done"))
     kinds = sorted({a.kind for a in found})
@@ -65,7 +67,7 @@ def parse_action(text: str, allowed: tuple[str, ...]) -> Action | Malformed:
                 return Malformed(
                     "the <test> block is empty; put a complete Python script inside it"
                 )
-            return Action("test", code)
+            return Action("test", code, action.closed)
         return action
     if "test" in allowed and "edit" not in allowed:
         fenced = _FENCED.search(text)

@@ -1,20 +1,20 @@
-"""Which files matter: lexical pre-ranking, model relevance filtering, model ranking, packing.
+"""Which files matter: pre-ranking, model relevance filtering, model ranking, packing.
 
 CodeMonkeys has a model read every non-test source file; on large repositories that is most
-of a run's tokens, so a BM25 pre-ranking over paths and contents picks the `max_candidates`
-files the model reads. Relevance verdicts are persisted as they come (resume skips them).
+of a run's tokens, so a pre-ranking without model calls (`prerank.py`: what the issue names,
+then BM25) picks the `max_candidates` files the model reads. Relevance verdicts are persisted
+as they come (resume skips them).
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.agent.prerank import prerank
 from harness.agent.render import render
 from harness.config import ContextConfig
 from harness.llm.base import LLM, ChatRequest, Message, Sampling
@@ -50,7 +50,6 @@ SOURCE_SUFFIXES = {
 _TEST_PATH = re.compile(
     r"(^|/)(tests?|testing)/|(^|/)test_[^/]*$|_tests?\.[a-z]+$|(^|/)conftest\.py$"
 )
-_WORD = re.compile(r"[A-Za-z][a-z0-9]*|[0-9]+")
 CHARS_PER_TOKEN = 3.5
 
 
@@ -81,37 +80,6 @@ def is_candidate(path: str) -> bool:
     return Path(path).suffix in SOURCE_SUFFIXES and not _TEST_PATH.search(path)
 
 
-def words(text: str) -> list[str]:
-    """Identifier-aware words: snake_case and CamelCase split, lowercased."""
-    return [w.lower() for w in _WORD.findall(text)]
-
-
-def bm25_scores(
-    query: str, docs: dict[str, str], k1: float = 1.2, b: float = 0.75
-) -> dict[str, float]:
-    terms = Counter(words(query))
-    toks = {path: words(path + " " + text) for path, text in docs.items()}
-    n = len(docs) or 1
-    avg = sum(len(t) for t in toks.values()) / n or 1.0
-    df: Counter[str] = Counter()
-    for t in toks.values():
-        df.update(set(t))
-    scores = {}
-    for path, t in toks.items():
-        tf = Counter(t)
-        score = 0.0
-        for term in terms:
-            if term not in tf:
-                continue
-            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
-            score += idf * tf[term] * (k1 + 1) / (tf[term] + k1 * (1 - b + b * len(t) / avg))
-        # A file named in the issue is a strong signal.
-        if Path(path).name in query or path in query:
-            score += 10.0
-        scores[path] = score
-    return scores
-
-
 async def list_source_files(box: Sandbox) -> list[str]:
     res = await box.exec(["git", "-c", "safe.directory=*", "ls-files", "-z"], timeout=120)
     if not res.ok:
@@ -134,17 +102,18 @@ class ContextFinder:
                 contents[path] = await box.read_file(path)
             except Exception:  # unreadable (binary, permissions): not context material
                 continue
-        lexical = bm25_scores(issue, contents)
-        ranked = sorted(contents, key=lambda p: (-lexical[p], p))
-        pool = ranked[: self.config.max_candidates]
+        lexical = prerank(issue, contents)
+        pool = list(lexical)[: self.config.max_candidates]
         files = [ContextFile(p, contents[p], lexical[p]) for p in pool]
+        judged = False
         if self.config.relevance and files:
             files = await self._relevance(issue, files)
             relevant = [f for f in files if f.relevant]
-            if not relevant:  # the model said nothing usable: keep the lexical leaders
-                relevant = [f for f in files if f.relevant is None][:5] or files[:5]
-            files = relevant
-        if self.config.rankings > 0 and len(files) > 1:
+            judged = bool(relevant)
+            # No file called relevant: keep the lexical leaders among the unreadable verdicts
+            # (the model said nothing usable about them), never a file it called irrelevant.
+            files = relevant or [f for f in files if f.relevant is None][:5]
+        if self.config.rankings > 0 and len(files) > 1 and (judged or not self.config.relevance):
             files = await self._rank(issue, files)
         return ContextResult(tuple(files), pack(files, self.config.token_budget))
 

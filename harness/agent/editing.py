@@ -5,14 +5,14 @@ It may also rewrite the test, or say it is done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from harness.agent.actions import Malformed, parse_action
-from harness.agent.edits import EditError, apply_blocks, parse_edit_blocks
+from harness.agent.edits import EditError, apply_blocks, parse_edit
 from harness.agent.render import render
 from harness.agent.repro import ReproRunner, TestRun
-from harness.agent.testing import result_text
+from harness.agent.testing import result_text, truncated_test_message
 from harness.agent.trajectory import Conversation
 from harness.errors import SandboxError
 from harness.sandboxes import Sandbox
@@ -46,10 +46,35 @@ def _advice(original: TestRun | None, patched: TestRun | None) -> str:
     )
 
 
-async def apply_edit(box: Sandbox, reply_body: str) -> str | None:
-    """Apply the edit blocks in `reply_body` to `box`; return an error message, or None."""
+@dataclass(frozen=True)
+class EditResult:
+    """What one <edit> did: the blocks applied and the files they wrote, or why not."""
+
+    applied: int = 0  # complete blocks applied (all of them, or none)
+    files: tuple[str, ...] = ()
+    error: str | None = None  # nothing was applied, and why
+    unfinished: str | None = None  # a last block that never reached >>>>>>> REPLACE
+
+
+async def apply_edit(box: Sandbox, reply_body: str) -> EditResult:
+    """Apply the edit blocks in `reply_body` to `box`: every complete block or none of them.
+
+    A path that leads outside the work tree (through a symbolic link) or into .git, and a
+    write the sandbox refuses, are reported, never raised: they are the model's mistakes."""
     try:
-        blocks = parse_edit_blocks(reply_body)
+        parsed = parse_edit(reply_body)
+        if not parsed.blocks:
+            return EditResult(error=parsed.unfinished)
+        real = await _real_paths(box, sorted({b.path for b in parsed.blocks}))
+        blocks = []
+        for number, block in enumerate(parsed.blocks, 1):
+            path = real.get(block.path, block.path)
+            if path is None:
+                raise EditError(
+                    f"block {number} ({block.path}): the path leads outside the repository "
+                    "(through a symbolic link) or into .git; edit files inside the repository"
+                )
+            blocks.append(replace(block, path=path))
         files: dict[str, str | None] = {}
         for block in blocks:
             if block.path not in files:
@@ -59,10 +84,97 @@ async def apply_edit(box: Sandbox, reply_body: str) -> str | None:
                     files[block.path] = None
         new = apply_blocks(blocks, files)
     except EditError as exc:
-        return f"Your edit was not applied: {exc}"
+        return EditResult(error=str(exc), unfinished=None)
+    written: list[str] = []
     for path, content in new.items():
-        await box.write_file(path, content)
-    return None
+        try:
+            await box.write_file(path, content)
+        except SandboxError as exc:
+            await _undo(box, written, files)
+            return EditResult(error=f"the sandbox refused to write {path} ({exc})")
+        written.append(path)
+    await _drop_bytecode(box, written)
+    return EditResult(len(blocks), tuple(written), None, parsed.unfinished)
+
+
+async def _drop_bytecode(box: Sandbox, paths: list[str]) -> None:
+    """Remove the cached bytecode of edited modules: Python trusts a .pyc whose recorded
+    source mtime (whole seconds) and size match, so an edit that keeps a file's size within
+    a second of the last run would otherwise run the old code."""
+    modules = [p for p in paths if p.endswith(".py")]
+    if modules:
+        script = (
+            'for f in "$@"; do d=$(dirname -- "$f"); b=$(basename -- "$f" .py); '
+            'rm -f -- "$d/__pycache__/$b".*.pyc; done'
+        )
+        await box.exec(["sh", "-c", script, "sh", *modules], timeout=60)
+
+
+async def _real_paths(box: Sandbox, paths: list[str]) -> dict[str, str | None]:
+    """Each path as the work tree resolves it (symbolic links followed), relative to its
+    root; None when it leaves the work tree or points into .git. Best effort: without
+    `realpath` in the sandbox the paths stay as given (a refused write is still reported)."""
+    res = await box.exec(["realpath", "-m", "--", ".", *paths], timeout=60)
+    lines = res.stdout.split("\n")[: len(paths) + 1]
+    if not res.ok or len(lines) != len(paths) + 1:
+        return {}
+    root, resolved = lines[0], lines[1:]
+    out: dict[str, str | None] = {}
+    for path, real in zip(paths, resolved, strict=True):
+        inside = real.startswith(root.rstrip("/") + "/")
+        rel = real[len(root.rstrip("/")) + 1 :] if inside else ""
+        out[path] = rel if rel and rel.split("/")[0] != ".git" else None
+    return out
+
+
+async def _undo(box: Sandbox, written: list[str], files: dict[str, str | None]) -> None:
+    """Put back the files an edit wrote before a later write was refused."""
+    for path in written:
+        old = files.get(path)
+        try:
+            if old is None:
+                await box.exec(["rm", "-f", "--", path], timeout=60)
+            else:
+                await box.write_file(path, old)
+        except SandboxError:
+            continue
+
+
+def edit_note(result: EditResult, cut: str | None, closed: bool) -> str:
+    """What the model is told about its edit beyond the test run ("" when all is well).
+    `cut` is the cut-off note when the reply stopped at the token limit."""
+    lead = f"{cut}: " if cut else ""
+    if result.error is not None:
+        advice = (
+            " Send a shorter edit (fewer lines of context, fewer blocks per reply)." if cut else ""
+        )
+        reason = result.error.rstrip(". ")
+        return _sentence(f"{lead}your edit was not applied: {reason}.{advice}")
+    applied = f"block{'s' if result.applied > 1 else ''} 1" + (
+        f"-{result.applied}" if result.applied > 1 else ""
+    )
+    done = (
+        f"{applied} {'were' if result.applied > 1 else 'was'} applied ({', '.join(result.files)})"
+    )
+    if result.unfinished is not None:
+        return _sentence(
+            f"{lead}{result.unfinished} and was not applied; {done}. Send the missing "
+            "block(s) in a new <edit>."
+        )
+    if cut and not closed:
+        return _sentence(
+            f"{lead}the reply ended after a complete block; {done}. If you meant to send "
+            "more blocks, send them in a new <edit>."
+        )
+    return ""
+
+
+def _joined(*parts: str) -> str:
+    return "\n\n".join(p.strip() for p in parts if p.strip()) + "\n"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 async def run_editing(
@@ -106,17 +218,22 @@ async def run_editing(
     while conv.turn < conv.max_turns:
         reply = await conv.ask(next_tool="edit_and_test")
         action = parse_action(reply, ("edit", "test", "done"))
+        cut = conv.cut_note() if conv.cut else None
         if isinstance(action, Malformed):
-            conv.add("user", action.message)
+            conv.add("user", f"{cut}: {action.message}" if cut else action.message)
         elif action.kind == "done":
             reason = "done"
             await _checkpoint(conv, box, test)
             break
+        elif action.kind == "test" and cut and not action.closed:
+            conv.add("user", truncated_test_message(cut))
         else:
+            note = ""
             if action.kind == "edit":
-                error = await apply_edit(box, action.body)
-                if error is not None:
-                    conv.add("user", error)
+                edit = await apply_edit(box, action.body)
+                note = edit_note(edit, cut, action.closed)
+                if edit.error is not None:
+                    conv.add("user", note)
                     await _checkpoint(conv, box, test)
                     continue
             else:
@@ -124,16 +241,23 @@ async def run_editing(
             if test is None:
                 conv.add(
                     "user",
-                    "Edit applied. There is no reproduction script to run; "
-                    "write one with <test> or reply <done/>.",
+                    _joined(
+                        note,
+                        "Edit applied. There is no reproduction script to run; "
+                        "write one with <test> or reply <done/>.",
+                    ),
                 )
             else:
                 original = await _run(conv, runner, test, None, "original")
                 patched = await _run(conv, runner, test, box, "patched")
                 conv.add(
                     "user",
-                    result_text(
-                        [("original", original), ("edited", patched)], _advice(original, patched)
+                    _joined(
+                        note,
+                        result_text(
+                            [("original", original), ("edited", patched)],
+                            _advice(original, patched),
+                        ),
                     ),
                 )
         await _checkpoint(conv, box, test)

@@ -58,6 +58,13 @@ def result_text(runs: list[tuple[str, TestRun]], advice: str) -> str:
     )
 
 
+def truncated_test_message(cut: str) -> str:
+    return (
+        f"{cut} inside <test>, so the script is incomplete and was not run. Send a shorter "
+        "complete script in <test></test>."
+    )
+
+
 async def run_testing(
     conv: Conversation, runner: ReproRunner, task: Task, context: str, workdir: str
 ) -> TestingOutcome:
@@ -78,8 +85,11 @@ async def run_testing(
     while conv.turn < conv.max_turns:
         reply = await conv.ask(next_tool="run_test")
         action = parse_action(reply, ("test", "done"))
+        cut = conv.cut_note() if conv.cut else None
         if isinstance(action, Malformed):
-            conv.add("user", action.message)
+            conv.add("user", f"{cut}: {action.message}" if cut else action.message)
+        elif action.kind == "test" and cut and not action.closed:
+            conv.add("user", truncated_test_message(cut))
         elif action.kind == "done" and test is not None:
             reason = "done"
             _checkpoint(conv, test, original)

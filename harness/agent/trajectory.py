@@ -82,6 +82,7 @@ class Conversation:
     messages: list[Message] = field(default_factory=list)
     max_turns: int = 8
     turn: int = 0
+    finish_reason: str | None = None  # of the last reply; "length" = cut off at max_tokens
 
     def add(self, role: str, content: str) -> None:
         self.messages.append(Message(role, content))  # type: ignore[arg-type]
@@ -92,9 +93,11 @@ class Conversation:
         recorded = self.log.replayed(self.stage, self.turn, "llm")
         if recorded is not None:
             text = str(recorded["response"])
+            self.finish_reason = recorded.get("finish_reason")
         else:
             response = await self._call(next_tool)
             text = response.text
+            self.finish_reason = response.finish_reason
             self.log.record(
                 "llm",
                 self.stage,
@@ -127,6 +130,14 @@ class Conversation:
                     raise
                 messages = trimmed
         raise ContextTooLong("the conversation does not fit the model's window even trimmed")
+
+    @property
+    def cut(self) -> bool:
+        """The last reply stopped at the token limit, so it may end mid-action."""
+        return self.finish_reason == "length"
+
+    def cut_note(self) -> str:
+        return f"Your reply was cut off at the limit of {self.sampling.max_tokens} tokens per reply"
 
     def state(self) -> dict[str, Any]:
         return {

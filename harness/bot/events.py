@@ -16,8 +16,9 @@ from harness.bot.github import check_full_name
 from harness.bot.models import Issue, issue_from_json
 from harness.errors import ConfigError, GitHubError
 
-DEFAULT_TRUSTED = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
 MODEL_SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,199}$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+STORE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 USAGE = "/harness solve [--samples N] [--model SPEC] [--budget-usd X]"
 
 
@@ -51,11 +52,46 @@ class SolveOptions:
 
 @dataclass(frozen=True)
 class OptionLimits:
-    """Caps on what a command may ask for (the workflow's own defaults are not capped)."""
+    """Caps on what a command may ask for (the workflow's own defaults are not capped).
+
+    A comment picks a model only from `allowed_models` (empty: it picks none), and that list
+    may hold no `script:` model and no local path: those run host code the comment chose.
+    """
 
     max_samples: int = 16
     max_budget_usd: float = 20.0
-    allowed_models: tuple[str, ...] = ()  # empty: any well-formed model spec
+    allowed_models: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for spec in self.allowed_models:
+            check_listed_model(spec)
+
+
+def check_listed_model(spec: str) -> str:
+    """A model spec fit for the allow-list: a hub id, a served model or a store name."""
+    scheme, sep, rest = spec.partition(":")
+    target = rest.partition("?")[0]  # options (gguf, base_url) are the workflow author's
+    hint = "list hub models as hf:org/name, served ones as openai:name, or store names"
+    if not MODEL_SPEC.match(spec) or ".." in spec:
+        raise ConfigError(f"allowed model {spec!r} is not a model spec", hint=hint)
+    if not sep:
+        if not STORE_NAME.match(spec):
+            raise ConfigError(f"allowed model {spec!r} is not a store name", hint=hint)
+    elif scheme == "script":
+        raise ConfigError(
+            f"allowed model {spec!r}: a script: model runs a file on the host, so no comment "
+            "may choose one",
+            hint="set it as the workflow's own default model instead (--model)",
+        )
+    elif scheme == "hf" and not HUB_ID.match(target):
+        raise ConfigError(
+            f"allowed model {spec!r}: only a Hugging Face hub id (org/name) may be listed, "
+            "never a local directory",
+            hint=hint,
+        )
+    elif scheme not in ("hf", "openai") or not target:
+        raise ConfigError(f"allowed model {spec!r} is not a model spec", hint=hint)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -205,10 +241,15 @@ def _samples(value: str, limits: OptionLimits) -> int:
 def _model(value: str, limits: OptionLimits) -> str:
     if not MODEL_SPEC.match(value):
         raise CommandError(f"--model `{_shown(value)}` is not a model spec")
-    if limits.allowed_models and value not in limits.allowed_models:
+    if not limits.allowed_models:
+        raise CommandError(
+            "this repository's workflow lets no comment choose the model (`allowed-models` "
+            "is empty); leave out `--model`"
+        )
+    if value not in limits.allowed_models:
         allowed = ", ".join(f"`{m}`" for m in limits.allowed_models)
         raise CommandError(f"--model `{value}` is not allowed here; allowed: {allowed}")
-    return value
+    return value  # OptionLimits checked every listed spec
 
 
 def _budget(value: str, limits: OptionLimits) -> float:

@@ -12,8 +12,6 @@ import fcntl
 import hashlib
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -22,6 +20,7 @@ from urllib.parse import urlsplit
 from harness.bot.redact import Redactor
 from harness.errors import RepoError
 from harness.sandboxes.checkout import SAFE_GIT
+from harness.tempdirs import drop_tempdir, held_tempdir, hold_tempdir, release_tempdir
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ async def commit_patch(
     Returns the new commit's sha and the paths it changes. Refuses a patch that does not
     apply, changes nothing, or touches a `protected` path prefix.
     """
-    with tempfile.TemporaryDirectory(prefix="harness-bot-index-") as tmp:
+    with held_tempdir("harness-bot-index-") as tmp:
         env = {
             "GIT_INDEX_FILE": str(Path(tmp) / "index"),
             "GIT_AUTHOR_NAME": author.name,
@@ -194,7 +193,7 @@ async def clone_cached(
     with open(f"{target}.lock", "w") as lock:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         if not (target / ".git").exists():
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+            tmp = hold_tempdir(".tmp-", target.parent)
             try:
                 await run_git(
                     "clone",
@@ -206,8 +205,9 @@ async def clone_cached(
                     redact=redact,
                 )
                 os.rename(tmp, target)
+                release_tempdir(tmp)
             except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+                drop_tempdir(tmp)
                 raise
         else:
             await run_git(

@@ -85,14 +85,11 @@ def opened(key: str, pr_number: int, *, links: Links, existed: bool) -> str:
     return _finish(body, key, "done")
 
 
-def refused(key: str, who: str, trusted: frozenset[str]) -> str:
-    names = [r.lower() for r in ("OWNER", "MEMBER", "COLLABORATOR") if r in trusted]
-    names += sorted(r.lower() for r in trusted if r not in ("OWNER", "MEMBER", "COLLABORATOR"))
-    roles = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+def refused(key: str, who: str, permission: str) -> str:
     body = (
-        f"Thanks for the interest, @{who}! harness only runs when a repository "
-        f"{roles} asks for it, so nothing was started. A maintainer can add the label "
-        "or comment `/harness solve` to run it."
+        f"Thanks for the interest, @{who}! harness only runs when someone with {permission} "
+        "access to this repository asks for it, so nothing was started. A maintainer can add "
+        "the label or comment `/harness solve` to run it."
     )
     return _finish(body, key, "refused")
 

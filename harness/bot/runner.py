@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from harness.bot import render
 from harness.bot.events import (
-    DEFAULT_TRUSTED,
     Ignored,
     OptionLimits,
     SolveOptions,
@@ -28,7 +27,7 @@ from harness.bot.issues import IssueRef, fetch_issue_text
 from harness.bot.models import Comment, PullRequest
 from harness.bot.redact import Redactor
 from harness.bot.testfile import repository_test
-from harness.errors import GitHubError, HarnessError
+from harness.errors import ConfigError, GitHubError, HarnessError
 from harness.types import Solver, SolveResult, Task
 
 SolverFactory = Callable[[SolveOptions], Solver]
@@ -36,13 +35,16 @@ Action = Literal["ignored", "refused", "invalid", "exists", "opened", "no_patch"
 # States after which a re-delivered event does nothing; "failed" and the in-progress states
 # ("solving", "pushing": a run that died) are retried, reusing the same comment.
 FINAL_STATES = frozenset({"done", "no_patch", "refused", "invalid"})
-TRUSTED_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+# Repository permissions, weakest first. Org membership or an author_association says
+# nothing about them: only the collaborator permission endpoint does.
+PERMISSIONS = ("none", "read", "triage", "write", "maintain", "admin")
+Permission = Literal["write", "maintain", "admin"]
 
 
 @dataclass(frozen=True)
 class BotConfig:
     label: str = "harness"
-    trusted: frozenset[str] = DEFAULT_TRUSTED  # author_association values that may trigger
+    min_permission: Permission = "write"  # who may trigger a run (and whose markers count)
     branch: str = "harness/issue-{number}"
     test_path: str = "tests/harness/test_issue_{number}.py"
     defaults: SolveOptions = field(default_factory=SolveOptions)
@@ -52,6 +54,17 @@ class BotConfig:
     run_url: str | None = None  # the Actions run page, linked from comments
     author: Author = field(default_factory=Author)
     protected_paths: tuple[str, ...] = (".github/workflows/",)
+
+    def __post_init__(self) -> None:
+        if self.min_permission not in PERMISSIONS[3:]:
+            raise ConfigError(
+                f"minimum permission {self.min_permission!r} is not write, maintain or admin",
+                hint="anyone below write access must never start a run",
+            )
+
+    def allows(self, permission: str) -> bool:
+        rank = PERMISSIONS.index(permission) if permission in PERMISSIONS else 0
+        return rank >= PERMISSIONS.index(self.min_permission)
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ class GitHubBot:
         self._token = token
         self._redact = redact
         self._log = log
+        self._permissions: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"GitHubBot(repo={str(self.repo)!r})"
@@ -102,14 +116,18 @@ class GitHubBot:
         trigger = parsed
         number = trigger.issue.number
         self.log(f"{trigger.kind} trigger by @{trigger.actor} on {trigger.repo}#{number}")
-        association = trigger.association or await self._labeler_association(trigger)
+        permission = await self._permission(trigger.repo, trigger.actor)
         previous, state = await self._find_marked_comment(trigger)
-        if association not in self.config.trusted:
+        if not self.config.allows(permission):
             if previous is None:
                 await self._comment(
-                    trigger, render.refused(trigger.key, trigger.actor, self.config.trusted)
+                    trigger, render.refused(trigger.key, trigger.actor, self.config.min_permission)
                 )
-            return BotOutcome("refused", f"@{trigger.actor} is {association}, not trusted")
+            return BotOutcome(
+                "refused",
+                f"@{trigger.actor} has {permission} permission on {trigger.repo}; "
+                f"{self.config.min_permission} is needed",
+            )
         if trigger.problem is not None:
             if previous is None:
                 await self._comment(
@@ -246,21 +264,22 @@ class GitHubBot:
                 raise
             return existing
 
-    async def _labeler_association(self, trigger: Trigger) -> str:
-        """The labeler's trust, from their permission (label payloads carry no association)."""
-        if trigger.actor.lower() == trigger.owner.lower():
-            return "OWNER"
-        permission = await self.gh.get_permission(trigger.repo, trigger.actor)
-        return "COLLABORATOR" if permission in TRUSTED_PERMISSIONS else "NONE"
+    async def _permission(self, repo: str, user: str) -> str:
+        """`user`'s permission on `repo`, asked of the API once per handled event."""
+        if user not in self._permissions:
+            self._permissions[user] = await self.gh.get_permission(repo, user)
+        return self._permissions[user]
 
     async def _find_marked_comment(self, trigger: Trigger) -> tuple[Comment | None, str | None]:
         """The bot's earlier comment for this delivery and its state; markers in comments of
-        untrusted users don't count (they could forge one)."""
+        users who could not trigger a run don't count (they could forge one)."""
         for comment in await self.gh.list_comments(trigger.repo, trigger.issue.number):
             found = render.read_marker(comment.body)
             if found is None or found[0] != trigger.key:
                 continue
-            if comment.user_type == "Bot" or comment.author_association in self.config.trusted:
+            if comment.user_type == "Bot" or self.config.allows(
+                await self._permission(trigger.repo, comment.user)
+            ):
                 return comment, found[1]
         return None, None
 

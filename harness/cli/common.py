@@ -17,9 +17,10 @@ import typer
 T = TypeVar("T")
 
 DRAFT_MODEL_HELP = (
-    "Draft model for speculative decoding of in-process models: a model spec sharing the "
-    "target's tokenizer, or self / self:L (the target's first L layers; default a quarter). "
-    "Alone it turns on token-level speculation with k=4."
+    "Drafter for speculative decoding of in-process models: suffix (the default: drafts "
+    "copied from earlier text of the prompt, the output and the program's earlier turns; "
+    "no model), a model spec sharing the target's tokenizer, self / self:L (the target's "
+    "first L layers; default a quarter), or none."
 )
 SPECULATE_HELP = (
     "Token-level speculative decoding: up to K draft tokens per round, verified by the target "

@@ -105,14 +105,30 @@ def build_base(
 
 @app.command("prune")
 def prune(
-    all_: bool = typer.Option(False, "--all", help="Also remove sandboxes of running processes."),
+    all_: bool = typer.Option(
+        False, "--all", help="Also remove sandboxes of running processes (any host's)."
+    ),
     images: bool = typer.Option(False, "--images", help="Also remove cached snapshot images."),
+    label: str | None = typer.Option(
+        None, help="Only sandboxes that also carry this KEY=VALUE label (no host directories)."
+    ),
 ) -> None:
-    """Remove sandbox containers left behind by crashed or killed runs."""
-    from harness.sandboxes.docker import connect
-    from harness.sandboxes.docker import prune as do_prune
+    """Remove sandboxes and temp directories left behind by crashed or killed runs.
 
-    removed = do_prune(connect(), everything=all_, images=images)
+    A sandbox whose owner still runs is kept, on this host or any other sharing the engine.
+    """
+    import tempfile
+
+    from harness.sandboxes.docker import connect
+    from harness.sandboxes.prune import prune as do_prune
+    from harness.sandboxes.prune import prune_host
+
+    if label is not None and "=" not in label:
+        raise typer.BadParameter(f"{label!r} is not KEY=VALUE", param_hint="--label")
+    removed = do_prune(connect(), everything=all_, images=images, label=label)
+    if label is None:  # host directories carry no labels: only an unnarrowed prune takes them
+        tmp_dirs = {Path(tempfile.gettempdir()), Path("/dev/shm")}
+        removed += prune_host(cache_dir(), sorted(tmp_dirs))
     for line in removed:
         typer.echo(f"removed {line}")
     typer.echo(f"{len(removed)} removed")

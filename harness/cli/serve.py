@@ -11,6 +11,7 @@ from rich.console import Console
 
 from harness.cli.common import CONFORMAL_ALPHA_HELP, DRAFT_MODEL_HELP, SPECULATE_HELP
 from harness.cli.model import store_from_env
+from harness.errors import ConfigError
 from harness.llm.engine.load import EngineSettings
 from harness.llm.model_store import DEFAULT_MODEL
 from harness.llm.specs import make_llm, spec_forms
@@ -38,9 +39,19 @@ def serve(
         float, typer.Option("--cpu-offload-gb", help="Host memory for offloaded KV pins.")
     ] = 0.0,
     draft_model: Annotated[str | None, typer.Option("--draft-model", help=DRAFT_MODEL_HELP)] = None,
-    speculate: Annotated[int, typer.Option("--speculate", min=0, help=SPECULATE_HELP)] = 0,
+    speculate: Annotated[
+        int | None, typer.Option("--speculate", min=0, help=SPECULATE_HELP)
+    ] = None,
     conformal_alpha: Annotated[
         float | None, typer.Option("--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
+    ] = None,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--served-model-name",
+            help="A name clients may send as 'model' (repeatable; default: the model's name). "
+            "Other names get 404 model_not_found, as OpenAI answers.",
+        ),
     ] = None,
 ) -> None:
     """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health.
@@ -59,11 +70,21 @@ def serve(
         speculate=speculate,
         conformal_alpha=conformal_alpha,
     )
-    asyncio.run(_serve(model, host, port, device, settings))
+    names = tuple(served_model_name or ())
+    if any(not name.strip() for name in names):
+        raise ConfigError(
+            "--served-model-name must not be empty", hint="e.g. --served-model-name gpt-4o"
+        )
+    asyncio.run(_serve(model, host, port, device, settings, names))
 
 
 async def _serve(
-    model: str, host: str, port: int, device: str | None, settings: EngineSettings
+    model: str,
+    host: str,
+    port: int,
+    device: str | None,
+    settings: EngineSettings,
+    names: tuple[str, ...],
 ) -> None:
     from harness.llm.server import serving  # uvicorn and starlette load only here
 
@@ -77,10 +98,11 @@ async def _serve(
         engine=settings,
     )
     try:
-        async with serving(llm, host=host, port=port, log_level="info") as base_url:
-            Console().print(
-                f"serving {llm.model_name} at {base_url}", highlight=False, soft_wrap=True
-            )
+        async with serving(
+            llm, host=host, port=port, log_level="info", model_names=names
+        ) as base_url:
+            shown = ", ".join(names or (llm.model_name,))
+            Console().print(f"serving {shown} at {base_url}", highlight=False, soft_wrap=True)
             await asyncio.Event().wait()  # until Ctrl-C / SIGTERM stops the server
     finally:
         await llm.aclose()

@@ -25,7 +25,7 @@ from harness.cli.common import (
 )
 from harness.cli.live import LiveView
 from harness.config import SolveConfig, load_config
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, RepoError, TaskError
 from harness.orchestrator import Orchestrator
 from harness.types import SolveResult, Task
 
@@ -96,7 +96,7 @@ def solve(
     ]
     extra = [e for e in extra if e]
     if resume is not None:
-        task, config = Orchestrator.load(resume)
+        task, config = _load_run(resume)
         if overrides or extra:
             # Budgets and concurrency may change on resume; the problem itself may not.
             from harness.config import to_dict
@@ -105,13 +105,19 @@ def solve(
         run_dir = resume
     else:
         if issue is None:
-            raise ConfigError("give the issue text (a file or -), or --resume RUN_DIR")
+            raise ConfigError(
+                "no issue given",
+                hint="give the issue text as a file or - (standard input), or --resume RUN_DIR",
+            )
+        # The whole config is checked before any work starts or any directory is made.
         config = load_config(config_file, [*overrides, *extra])
-        stdin_text = sys.stdin.read() if issue == "-" else None
+        if out is not None and out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file", hint="pick a new directory for --out")
+        stdin_text = (sys.stdin.read() if sys.stdin else "") if issue == "-" else None
         if dataset is not None:
             task, note = run(_instance_task(dataset, issue, split, git_mirror, specs))
         else:
-            task, note = run(_task(issue, repo, commit, stdin_text, task_id, config))
+            task, note = run(_input_task(issue, repo, commit, stdin_text, task_id, config))
         if note:
             err.print(f"[dim]{note}[/]")
         run_dir = out or Path("runs") / f"{task.task_id}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -126,6 +132,34 @@ def solve(
     else:
         _print_result(result)
     raise typer.Exit(0 if result.status == "patched" else NO_PATCH_EXIT)
+
+
+def _load_run(run_dir: Path) -> tuple[Task, SolveConfig]:
+    """The task and config of a run directory to resume; a bad one is bad input (exit 2)."""
+    hint = "pass the directory a previous `harness solve` wrote (it holds task.json)"
+    try:
+        return Orchestrator.load(run_dir)
+    except TaskError as exc:
+        raise ConfigError(exc.message, hint=exc.hint or hint) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{run_dir} holds an unreadable task.json ({exc!r})", hint=hint) from exc
+
+
+async def _input_task(
+    issue: str,
+    repo: str | None,
+    commit: str | None,
+    stdin_text: str | None,
+    task_id: str | None,
+    config: SolveConfig,
+) -> tuple[Task, str]:
+    """The task from the command line; an issue or repository that cannot be read is bad
+    input (exit 2), with the message on one line."""
+    try:
+        return await _task(issue, repo, commit, stdin_text, task_id, config)
+    except (TaskError, RepoError) as exc:
+        message = " ".join(exc.message.split())
+        raise ConfigError(message, hint=exc.hint or "check the issue and --repo/--commit") from exc
 
 
 def _flatten(data: object, prefix: str = "") -> list[str]:

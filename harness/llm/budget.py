@@ -2,20 +2,32 @@
 
 A reservation covers the worst case (a high prompt estimate + max_tokens) and settling swaps it
 for the real usage, so concurrent calls cannot together overshoot a cap. A call that cannot fit
-even after the others settle raises BudgetExceeded; one that fits later waits for them.
+even after the others settle raises BudgetExceeded; one that fits later waits for them. With a
+`SpendLedger` the spend survives the process: a resumed run continues it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from harness.errors import BudgetExceeded, ConfigError
-from harness.llm.accounting import PriceTable, cost_usd, estimate_prompt_tokens
+from harness.errors import BudgetExceeded, ConfigError, LLMError
+from harness.llm.accounting import (
+    PriceTable,
+    checked_usage,
+    estimate_prompt_tokens,
+    price_for,
+)
 from harness.llm.base import LLM, ChatRequest, ChatResponse, Usage
+from harness.store import append_jsonl, read_jsonl
 
 _USD_SLACK = 1e-12  # float sums of prices
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,16 +38,87 @@ class BudgetTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usd: float = 0.0
+    cut_off_calls: int = 0  # calls a crash cut off: charged at their reservation
+    cut_off_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        return self.prompt_tokens + self.completion_tokens + self.cut_off_tokens
+
+    def plus(self, usage: Usage, usd: float) -> BudgetTotals:
+        return replace(
+            self,
+            calls=self.calls + 1,
+            prompt_tokens=self.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self.completion_tokens + usage.completion_tokens,
+            usd=self.usd + usd,
+        )
 
 
 @dataclass(frozen=True)
 class Reservation:
     tokens: int
     usd: float
+    call: str = field(default="", compare=False)  # names the call in a ledger
+
+
+class SpendLedger:
+    """A run's spend on disk: every reservation and settlement, appended and fsync'd.
+
+    `totals()` is what earlier processes spent. A call reserved but never settled or released
+    was cut off by a crash; the server may have billed it, so it counts at its reservation.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def totals(self) -> BudgetTotals:
+        totals = BudgetTotals()
+        open_calls: dict[str, dict[str, float]] = {}
+        for record in read_jsonl(self.path):
+            call, kind = str(record.get("call", "")), record.get("kind")
+            if kind == "reserve":
+                open_calls[call] = record
+            elif kind == "settle" and open_calls.pop(call, None) is not None:
+                usage = Usage(int(record["prompt_tokens"]), int(record["completion_tokens"]))
+                totals = totals.plus(usage, float(record["usd"]))
+            elif kind == "release":
+                open_calls.pop(call, None)
+        for record in open_calls.values():
+            totals = replace(
+                totals,
+                calls=totals.calls + 1,
+                usd=totals.usd + float(record["usd"]),
+                cut_off_calls=totals.cut_off_calls + 1,
+                cut_off_tokens=totals.cut_off_tokens + int(record["tokens"]),
+            )
+        return totals
+
+    def reserved(self, reservation: Reservation) -> None:
+        append_jsonl(
+            self.path,
+            {
+                "kind": "reserve",
+                "call": reservation.call,
+                "tokens": reservation.tokens,
+                "usd": reservation.usd,
+            },
+        )
+
+    def settled(self, reservation: Reservation, usage: Usage, usd: float) -> None:
+        append_jsonl(
+            self.path,
+            {
+                "kind": "settle",
+                "call": reservation.call,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "usd": usd,
+            },
+        )
+
+    def released(self, reservation: Reservation) -> None:
+        append_jsonl(self.path, {"kind": "release", "call": reservation.call})
 
 
 class Budget:
@@ -44,14 +127,21 @@ class Budget:
     Async-safe within one event loop: checks and bookkeeping never await in between.
     """
 
-    def __init__(self, *, max_tokens: int | None = None, max_usd: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_tokens: int | None = None,
+        max_usd: float | None = None,
+        ledger: SpendLedger | None = None,
+    ) -> None:
         if max_tokens is not None and max_tokens <= 0:
             raise ConfigError(f"token budget must be positive, got {max_tokens}")
-        if max_usd is not None and max_usd <= 0:
+        if max_usd is not None and not max_usd > 0:
             raise ConfigError(f"dollar budget must be positive, got {max_usd}")
         self.max_tokens = max_tokens
         self.max_usd = max_usd
-        self._totals = BudgetTotals()
+        self._ledger = ledger
+        self._totals = ledger.totals() if ledger is not None else BudgetTotals()
         self._held_tokens = 0
         self._held_usd = 0.0
         self._changed = asyncio.Event()
@@ -72,23 +162,30 @@ class Budget:
             if self._fits(self._held_tokens + tokens, self._held_usd + usd):
                 self._held_tokens += tokens
                 self._held_usd += usd
-                return Reservation(tokens, usd)
+                reservation = Reservation(tokens, usd, uuid.uuid4().hex[:16])
+                if self._ledger is not None:
+                    self._ledger.reserved(reservation)
+                return reservation
             changed = self._changed
             await changed.wait()
 
     def settle(self, reservation: Reservation, usage: Usage, usd: float) -> None:
-        """Replace a reservation with what the call really used."""
-        t = self._totals
-        self._totals = BudgetTotals(
-            calls=t.calls + 1,
-            prompt_tokens=t.prompt_tokens + usage.prompt_tokens,
-            completion_tokens=t.completion_tokens + usage.completion_tokens,
-            usd=t.usd + usd,
-        )
-        self.release(reservation)
+        """Replace a reservation with what the call really used. Spend never decreases:
+        negative counts (checked before, see `checked_usage`) count as zero here."""
+        usage = Usage(max(usage.prompt_tokens, 0), max(usage.completion_tokens, 0))
+        usd = usd if math.isfinite(usd) and usd > 0 else 0.0
+        self._totals = self._totals.plus(usage, usd)
+        if self._ledger is not None:
+            self._ledger.settled(reservation, usage, usd)
+        self._unhold(reservation)
 
     def release(self, reservation: Reservation) -> None:
         """Drop a reservation whose call failed before using anything we know of."""
+        if self._ledger is not None:
+            self._ledger.released(reservation)
+        self._unhold(reservation)
+
+    def _unhold(self, reservation: Reservation) -> None:
         self._held_tokens -= reservation.tokens
         self._held_usd -= reservation.usd
         self._changed.set()
@@ -102,22 +199,32 @@ class Budget:
 
     def _check_can_ever_fit(self, tokens: int, usd: float) -> None:
         t = self._totals
+        cut = (
+            f" ({t.cut_off_calls} call(s) an interruption cut off count at their reservation)"
+            if t.cut_off_calls
+            else ""
+        )
         if self.max_tokens is not None and t.total_tokens + tokens > self.max_tokens:
             raise BudgetExceeded(
-                f"token budget exhausted: spent {t.total_tokens} of {self.max_tokens} tokens; "
-                f"the next call needs up to {tokens} (prompt estimate + max_tokens)",
+                f"token budget exhausted: spent {t.total_tokens} of {self.max_tokens} tokens"
+                f"{cut}; the next call needs up to {tokens} (prompt estimate + max_tokens)",
                 hint="raise the token cap or lower max_tokens",
             )
         if self.max_usd is not None and t.usd + usd > self.max_usd + _USD_SLACK:
             raise BudgetExceeded(
-                f"dollar budget exhausted: spent ${t.usd:.4f} of ${self.max_usd:.4f}; "
+                f"dollar budget exhausted: spent ${t.usd:.4f} of ${self.max_usd:.4f}{cut}; "
                 f"the next call needs up to ${usd:.4f}",
                 hint="raise the dollar cap or lower max_tokens",
             )
 
 
 class BudgetedLLM:
-    """An `LLM` that reserves against `budget` before each call and settles after it."""
+    """An `LLM` that reserves against `budget` before each call and settles after it.
+
+    The usage a backend reports is checked (`checked_usage`): a call reporting negative counts
+    is charged its whole reservation and fails; counts beyond the request's limits are clamped
+    and logged as a warning. The cost comes from `prices` when they know the model.
+    """
 
     def __init__(
         self,
@@ -138,17 +245,28 @@ class BudgetedLLM:
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         worst = Usage(self._estimate(request), request.sampling.max_tokens)
-        reservation = await self.budget.reserve(
-            worst.total_tokens, cost_usd(self._prices, self.model_name, worst)
-        )
+        reservation = await self.budget.reserve(worst.total_tokens, self._cost(worst, 0.0))
         try:
             response = await self.inner.chat(request)
         except BaseException:
             self.budget.release(reservation)
             raise
-        cost = response.cost_usd or cost_usd(self._prices, self.model_name, response.usage)
-        self.budget.settle(reservation, response.usage, cost)
-        return replace(response, cost_usd=cost)
+        try:
+            usage, warning = checked_usage(request, response.usage, self.model_name)
+        except LLMError:
+            self.budget.settle(reservation, worst, reservation.usd)  # what it may have cost
+            raise
+        if warning is not None:
+            log.warning("%s", warning)
+        cost = self._cost(usage, response.cost_usd)
+        self.budget.settle(reservation, usage, cost)
+        return replace(response, usage=usage, cost_usd=cost)
+
+    def _cost(self, usage: Usage, reported: float) -> float:
+        price = price_for(self._prices, self.model_name)
+        if price is not None:
+            return price.cost(usage.prompt_tokens, usage.completion_tokens)
+        return reported if math.isfinite(reported) and reported > 0 else 0.0
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -7,7 +7,9 @@ engine swaps the insides for continuous batching behind the same `LLM` protocol.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +29,7 @@ from transformers import (
 
 from harness.errors import ContextTooLong, LLMError, ModelSpecError
 from harness.llm.base import ChatRequest, ChatResponse, FinishReason, TextDelta, Usage
-from harness.llm.stops import StopScanner
+from harness.llm.stops import IncrementalDetokenizer, StopScanner
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -105,13 +107,19 @@ class _Watcher(StoppingCriteria):  # type: ignore[misc]
         self.scanner = scanner
         self.on_delta = on_delta
         self.cancel = cancel
+        self.active = bool(scanner.stops or on_delta)
+        self.detok = IncrementalDetokenizer(tokenizer)
+        self.seen = 0  # generated ids pushed to the detokenizer
+
+    def push(self, new: list[int]) -> None:
+        self.seen += len(new)
+        delta = self.scanner.push(self.detok.push(new))
+        if delta and self.on_delta:
+            self.on_delta(delta)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
-        if not self.cancel.is_set() and (self.scanner.stops or self.on_delta):
-            generated = input_ids[0, self.prompt_len :].tolist()
-            delta = self.scanner.update(self.tokenizer.decode(generated, skip_special_tokens=True))
-            if delta and self.on_delta:
-                self.on_delta(delta)
+        if not self.cancel.is_set() and self.active:
+            self.push(input_ids[0, self.prompt_len + self.seen :].tolist())  # new ids only
         done = self.cancel.is_set() or self.scanner.stopped
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
@@ -135,16 +143,63 @@ def load_pretrained(
         and _weight_bytes(model_dir, gguf_file)
         > 0.7 * torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
     )
+    converted = _converted_dir(model_dir, gguf_file, dtype) if not spread else None
     try:
-        tokenizer: Any = AutoTokenizer.from_pretrained(model_dir, **options)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, device_map="auto" if spread else None, **options
-        )
+        if converted is not None and converted.is_dir():
+            tokenizer: Any = AutoTokenizer.from_pretrained(converted, local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                converted, dtype=dtype, local_files_only=True
+            )
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(model_dir, **options)
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=dtype, device_map="auto" if spread else None, **options
+            )
+            if converted is not None:
+                _save_converted(model, tokenizer, converted)
     except _LOAD_ERRORS as e:
         raise LLMError(f"cannot load model {target}: {e}") from e
     if not spread:
         model = model.to(device)
     return model.eval(), tokenizer
+
+
+def _converted_dir(model_dir: Path, gguf_file: str | None, dtype: Any) -> Path | None:
+    """Where a GGUF model is kept once converted (dequantized weights as safetensors, the
+    tokenizer as tokenizer.json): converting takes most of a small model's load time. Keyed
+    by the GGUF file's name, size and mtime, and the dtype."""
+    if gguf_file is None:
+        return None
+    try:
+        st = (model_dir / gguf_file).stat()
+    except OSError:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    return model_dir / ".converted" / f"{gguf_file}-{st.st_size}-{st.st_mtime_ns}-{name}"
+
+
+def _save_converted(model: Any, tokenizer: Any, target: Path) -> None:
+    """Write the conversion next to the GGUF file (atomically: a whole directory or none).
+    A read-only store, a full disk or a model that will not serialize just skips it."""
+    tmp = target.parent / f".tmp-{os.getpid()}-{target.name}"
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = model.config
+    qconfig = getattr(config, "quantization_config", None)
+    try:
+        # The weights are plain tensors once dequantized; only the marker forbids saving.
+        model.hf_quantizer = None
+        if qconfig is not None:
+            del config.quantization_config
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except (OSError, ValueError, RuntimeError, TypeError, AttributeError):
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        model.hf_quantizer = quantizer
+        if qconfig is not None:
+            config.quantization_config = qconfig
 
 
 class LocalLLM:
@@ -298,7 +353,13 @@ class LocalLLM:
                 stopping_criteria=StoppingCriteriaList([watcher]),
             )
         generated: list[int] = output[0, n_prompt:].tolist()
-        text, rest = scanner.finish(self._tokenizer.decode(generated, skip_special_tokens=True))
+        if watcher.active:
+            watcher.push(generated[watcher.seen :])
+            tail = scanner.push(watcher.detok.flush())
+            text, rest = scanner.finish_pushed()
+            rest = tail + rest
+        else:
+            text, rest = scanner.finish(self._tokenizer.decode(generated, skip_special_tokens=True))
         if rest and on_delta:
             on_delta(rest)
         finish: FinishReason = "stop"

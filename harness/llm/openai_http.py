@@ -204,12 +204,23 @@ class OpenAIHTTP:
 
 
 def _usage(raw: object, request: ChatRequest, text: str) -> Usage:
-    """Usage as reported; estimated (high) when a server leaves it out."""
+    """Usage as reported (whole numbers, `12.0` too); estimated (high) when a server leaves it
+    out or sends something else. Its plausibility is checked where it is spent (budget.py)."""
     if isinstance(raw, dict):
-        prompt, completion = raw.get("prompt_tokens"), raw.get("completion_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int):
+        prompt, completion = _count(raw.get("prompt_tokens")), _count(raw.get("completion_tokens"))
+        if prompt is not None and completion is not None:
             return Usage(prompt, completion)
     return Usage(estimate_prompt_tokens(request), estimate_tokens(text))
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _error_message(reply: httpx.Response) -> str:

@@ -200,7 +200,7 @@ async def _in_process(
     local = LocalLLM(model, tokenizer, name=name)
     # A model spread over several devices (accelerate) stays on plain `generate`.
     if not engine.enabled or getattr(model, "hf_device_map", None):
-        if engine.speculation:
+        if engine.requested:
             why = "the engine is off" if not engine.enabled else "the model spans devices"
             raise ConfigError(
                 f"speculative decoding needs the in-process engine, but {why}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import shlex
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,11 +38,12 @@ DIFF_EXCLUDES = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/*.pyc")
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits (enforced by docker's cgroups; best effort elsewhere)."""
+    """Resource limits of one sandbox; docs/security.md says what holds on which backend."""
 
     cpus: float = 2.0
-    memory_mb: int = 4096
+    memory_mb: int = 4096  # everything inside together (cgroup), not per process
     pids: int = 1024
+    disk_mb: int = 4096  # each writable file system: the work tree, /tmp
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ class AgentSandbox(abc.ABC):
         self._scratch = scratch
         self.base_commit: str | None = None
         self.closed = False
+        self.stopped: str | None = None  # why the backend stopped it (a limit), if it did
 
     @property
     def workdir(self) -> str:
@@ -165,15 +168,24 @@ class AgentSandbox(abc.ABC):
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if not argv:
             raise SandboxError("empty command")
-        return await self._channel.exec(
-            argv,
-            timeout=self.spec.default_timeout if timeout is None else timeout,
-            cwd=cwd,
-            env={**self.spec.env, **(env or {})},
-            stdin=stdin,
-            cap=self.spec.output_cap,
-            on_output=on_output,
-        )
+        start = time.monotonic()
+        try:
+            if self.stopped is None:
+                return await self._channel.exec(
+                    argv,
+                    timeout=self.spec.default_timeout if timeout is None else timeout,
+                    cwd=cwd,
+                    env={**self.spec.env, **(env or {})},
+                    stdin=stdin,
+                    cap=self.spec.output_cap,
+                    on_output=on_output,
+                )
+        except SandboxError:
+            if self.stopped is None:
+                raise
+        # A sandbox stopped for going over a limit answers every command with that: the
+        # model sees why, as it would see any failing command.
+        return ExecResult(137, "", f"harness: {self.stopped}\n", time.monotonic() - start)
 
     async def read_file(self, path: str) -> str:
         """Read a file (relative paths are inside the work tree)."""

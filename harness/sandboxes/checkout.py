@@ -12,11 +12,11 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import shutil
-import tempfile
+import stat
 from pathlib import Path
 
 from harness.errors import RepoError
+from harness.tempdirs import drop_tempdir, hold_tempdir, release_tempdir
 
 SAFE_GIT = [
     "git",
@@ -76,6 +76,23 @@ async def resolve_commit(repo: Path, rev: str) -> str:
     return out.decode().strip()
 
 
+def readable_by_all(tree: Path) -> None:
+    """a+rX on a checkout: sandboxes read it as an unprivileged uid of their own (bwrap).
+
+    The cache directory above it keeps other host users out.
+    """
+    for top, dirs, files in os.walk(tree):
+        for name in [*dirs, *files]:
+            path = os.path.join(top, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                continue
+            extra = 0o555 if stat.S_ISDIR(mode) or mode & 0o111 else 0o444
+            if mode & extra != extra:
+                os.chmod(path, stat.S_IMODE(mode) | extra)
+    os.chmod(tree, 0o755)
+
+
 async def cached_checkout(repo: Path, commit: str, cache_dir: Path) -> Path:
     """A shallow clone of `repo` at `commit` (a full sha), created once and then reused."""
     repo = repo.resolve()
@@ -88,7 +105,7 @@ async def cached_checkout(repo: Path, commit: str, cache_dir: Path) -> Path:
         await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         if (target / ".git").exists():  # another process finished it meanwhile
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+        tmp = hold_tempdir(".tmp-", target.parent)
         try:
             await git("init", "-q", str(tmp))
             upload = "git -c uploadpack.allowAnySHA1InWant=true upload-pack"
@@ -102,9 +119,11 @@ async def cached_checkout(repo: Path, commit: str, cache_dir: Path) -> Path:
                 cwd=tmp,
             )
             await git("-c", "advice.detachedHead=false", "checkout", "-q", commit, cwd=tmp)
+            await asyncio.to_thread(readable_by_all, tmp)
             os.rename(tmp, target)
+            release_tempdir(tmp)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            drop_tempdir(tmp)
             raise
     with contextlib.suppress(OSError):
         os.unlink(f"{target}.lock")

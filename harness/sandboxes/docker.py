@@ -3,6 +3,11 @@
 The work tree lives in the container's own filesystem, seeded from a cached snapshot image
 per (base image, repo, commit); forking commits the container's layer (tens of ms) and starts
 a new container from it. Every blocking SDK call runs in a worker thread.
+
+The agent is the container's only root process, holding just CAP_SETUID/SETGID; commands run
+as the sandbox user (uid 1000) with no capability. Disk: /tmp is a size-limited tmpfs; the
+writable layer is bounded by the engine (`--storage-opt size`, overlay2 on xfs with pquota)
+where it can, else by a watchdog that stops the container once the layer outgrows the limit.
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import shutil
 import socket
 import tarfile
 import tempfile
@@ -26,16 +30,22 @@ from harness.errors import ImageError, SandboxError, SandboxUnavailable
 from harness.sandboxes.base import CA_ENV, AgentSandbox, SandboxSpec
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+from harness.sandboxes.owner import current_process
+from harness.tempdirs import drop_tempdir, hold_tempdir
 
 LABEL = "harness.sandbox"  # on every container and image this backend creates
-LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created it
+LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created it (for people)
+LABEL_OWNER_ID = "harness.owner.id"  # its ProcessId, which no other process shares (for prune)
 LABEL_IMAGE = "harness.image"  # "base" | "snapshot" | "fork"
-SANDBOX_USER = "1000:1000"
+SANDBOX_USER = "1000:1000"  # who commands run as (environment images own /testbed by it)
+AGENT_CAPS = ["SETUID", "SETGID"]  # the agent's only capabilities: it drops to SANDBOX_USER
+DISK_POLL_S = 1.0  # how often the watchdog measures a writable layer without an engine quota
 DEFAULT_IMAGE = "harness-base:latest"
 CA_PATH = "/etc/ssl/certs/harness-ca-bundle.crt"
 # Labels of images committed from containers. A commit inherits its base image's labels;
 # blanking the base's recipe key keeps a snapshot from ever passing for a base image.
 _DERIVED = {LABEL: "1", "harness.base.key": ""}
+_NO_OWNER = {LABEL_OWNER: "", LABEL_OWNER_ID: ""}
 NO_ENGINE_HINT = (
     "start a Docker engine (`sudo systemctl start docker`, or `sudo dockerd &` on machines "
     "without systemd; `.ci/run` does this), or use `--backend bwrap` (bubblewrap) instead"
@@ -44,6 +54,12 @@ NO_ENGINE_HINT = (
 
 def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_labels() -> dict[str, str]:
+    """The labels that tie a container or image to this process (see harness.sandboxes.prune)."""
+    process = current_process()
+    return {LABEL_OWNER: owner_label(), LABEL_OWNER_ID: str(process) if process else ""}
 
 
 def connect(factory: Callable[[], Any] | None = None) -> Any:
@@ -77,6 +93,8 @@ class DockerBackend:
         self._open: set[DockerSandbox] = set()
         self._fork_images: list[str] = []
         self._snapshot_locks: dict[str, asyncio.Lock] = {}
+        # Whether the engine enforces `--storage-opt size` (None: not tried yet).
+        self.disk_quota: bool | None = None
 
     async def __aenter__(self) -> DockerBackend:
         await self.client()
@@ -119,10 +137,14 @@ class DockerBackend:
     async def _start(
         self, client: Any, spec: SandboxSpec, image_id: str, owned_image: str | None
     ) -> DockerSandbox:
-        root = Path(tempfile.mkdtemp(prefix="harness-docker-"))
+        root = hold_tempdir("harness-docker-")
         run_dir = root / "run"
         run_dir.mkdir()
-        run_dir.chmod(0o777)  # the non-root sandbox user creates the socket here
+        # The agent (container root, no DAC capability) creates its socket here; the sandbox
+        # user must not be able to replace it. Run by root: the directory is root's alone.
+        # Run by a user: sticky, so the sandbox user cannot rename the agent's socket.
+        as_root = os.geteuid() == 0
+        run_dir.chmod(0o700 if as_root else 0o1777)
         volumes: dict[str, dict[str, str]] = {
             str(run_dir): {"bind": "/.harness/run", "mode": "rw"},
             str(agent_script_path()): {"bind": "/.harness/agent.py", "mode": "ro"},
@@ -131,6 +153,8 @@ class DockerBackend:
         if spec.ca_bundle is not None:
             volumes[str(spec.ca_bundle.resolve())] = {"bind": CA_PATH, "mode": "ro"}
             env.update({name: CA_PATH for name in CA_ENV})
+        disk = spec.limits.disk_mb
+        tmpfs = f"rw,exec,nosuid,nodev,size={disk}m,mode=1777"
         kwargs: dict[str, Any] = {
             "image": image_id,
             "command": [
@@ -140,11 +164,17 @@ class DockerBackend:
                 "/.harness/run/agent.sock",
                 "--workdir",
                 spec.workdir,
+                "--run-as",
+                SANDBOX_USER,
+                "--socket-mode",
+                "600" if as_root else "666",
+                "--rlimit",
+                f"fsize={disk << 20}",
             ],
             "detach": True,
             "auto_remove": True,
             "init": True,
-            "user": SANDBOX_USER,
+            "user": "0:0",
             "working_dir": spec.workdir,
             "network_mode": "bridge" if spec.network else "none",
             "mem_limit": f"{spec.limits.memory_mb}m",
@@ -152,27 +182,52 @@ class DockerBackend:
             "nano_cpus": int(spec.limits.cpus * 1e9),
             "pids_limit": spec.limits.pids,
             "cap_drop": ["ALL"],
+            "cap_add": AGENT_CAPS,
             "security_opt": ["no-new-privileges"],
-            "labels": {LABEL: "1", LABEL_OWNER: owner_label()},
+            "tmpfs": {"/tmp": tmpfs, "/var/tmp": tmpfs},
+            "labels": {LABEL: "1", **owner_labels()},
             "environment": env,
             "volumes": volumes,
             "name": f"harness-{uuid.uuid4().hex[:12]}",
         }
+        if self.disk_quota is not False:
+            kwargs["storage_opt"] = {"size": f"{disk}m"}
         try:
-            container = await asyncio.to_thread(client.containers.run, **kwargs)
+            container = await asyncio.to_thread(self._run, client, kwargs)
         except Exception as exc:
-            shutil.rmtree(root, ignore_errors=True)
+            drop_tempdir(root)
             raise SandboxError(f"could not start a container from {image_id[:19]}: {exc}") from exc
         box = DockerSandbox(self, spec, container, root, owned_image)
         try:
             await box.wait_ready()
+            await box.channel.setup(src=None, scratch=box.scratch, own_workdir=False)
             if spec.repo is not None:
                 await box.init_base()
         except BaseException:
             await box.close()
             raise
+        if not self.disk_quota:
+            box.watch_disk(client)
         self._open.add(box)
         return box
+
+    def _run(self, client: Any, kwargs: dict[str, Any]) -> Any:
+        """containers.run; the first refusal of `storage_opt` turns it off for this backend."""
+        import docker.errors
+
+        try:
+            container = client.containers.run(**kwargs)
+        except docker.errors.APIError as exc:
+            if "storage_opt" not in kwargs or "storage-opt" not in str(exc):
+                raise
+            self.disk_quota = False  # overlay2 on ext4 and friends: the watchdog bounds it
+            container = client.containers.run(
+                **{k: v for k, v in kwargs.items() if k != "storage_opt"}
+            )
+        else:
+            if "storage_opt" in kwargs:
+                self.disk_quota = True
+        return container
 
     async def fork(self, parent: DockerSandbox) -> DockerSandbox:
         client = await self.client()
@@ -180,7 +235,7 @@ class DockerBackend:
             parent.container.commit,
             repository="harness-fork",
             tag=uuid.uuid4().hex[:12],
-            conf={"Labels": {**_DERIVED, LABEL_OWNER: owner_label(), LABEL_IMAGE: "fork"}},
+            conf={"Labels": {**_DERIVED, **owner_labels(), LABEL_IMAGE: "fork"}},
         )
         self._fork_images.append(image.id)
         child = await self._start(client, parent.spec, image.id, owned_image=image.id)
@@ -222,6 +277,28 @@ class DockerSandbox(AgentSandbox):
         self.container = container
         self.root = root
         self.owned_image = owned_image
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def channel(self) -> AgentChannel:
+        return self._channel
+
+    def watch_disk(self, client: Any) -> None:
+        """Stop the container once its writable layer outgrows the disk limit."""
+        self._watch = asyncio.create_task(self._watch_disk(client))
+
+    async def _watch_disk(self, client: Any) -> None:
+        limit = self.spec.limits.disk_mb
+        while not self.closed:
+            await asyncio.sleep(DISK_POLL_S)
+            size = await asyncio.to_thread(_layer_size, client, self.container.id)
+            if size is not None and size > limit << 20:
+                self.stopped = (
+                    f"the sandbox wrote {size >> 20} MB to its disk, over its {limit} MB "
+                    "limit, and was stopped"
+                )
+                await asyncio.to_thread(_kill, self.container)
+                return
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -241,6 +318,10 @@ class DockerSandbox(AgentSandbox):
                     ) from None
 
     async def _release(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         await asyncio.to_thread(_remove_container, self.container)
         client = self.backend._client
         if (
@@ -250,7 +331,7 @@ class DockerSandbox(AgentSandbox):
         ):
             with contextlib.suppress(ValueError):
                 self.backend._fork_images.remove(self.owned_image)
-        shutil.rmtree(self.root, ignore_errors=True)
+        drop_tempdir(self.root)
 
 
 def _get_image(client: Any, name: str) -> Any:
@@ -276,7 +357,9 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
         info.uid, info.gid, info.uname, info.gname = uid, gid, "", ""
         return info
 
-    builder = client.containers.create(base_id, command=["true"], labels={LABEL: "1"})
+    builder = client.containers.create(
+        base_id, command=["true"], labels={LABEL: "1", **owner_labels()}
+    )
     try:
         with tempfile.TemporaryFile() as fh:
             with tarfile.open(fileobj=fh, mode="w") as tar:
@@ -288,13 +371,28 @@ def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec
             repository="harness-snapshot",
             tag=key,
             conf={
-                "Labels": {**_DERIVED, LABEL_IMAGE: f"snapshot-{key}"},
+                # A snapshot is a shared cache: it has no owner, whoever built it.
+                "Labels": {**_DERIVED, **_NO_OWNER, LABEL_IMAGE: f"snapshot-{key}"},
                 "WorkingDir": spec.workdir,
             },
         )
         return str(image.id)
     finally:
         _remove_container(builder)
+
+
+def _layer_size(client: Any, container_id: str) -> int | None:
+    """Bytes in the container's writable layer (the engine walks it), None when gone."""
+    try:
+        found = client.api.containers(all=True, size=True, filters={"id": container_id})
+    except Exception:
+        return None
+    return int(found[0].get("SizeRw") or 0) if found else None
+
+
+def _kill(container: Any) -> None:
+    with contextlib.suppress(Exception):
+        container.kill()
 
 
 def _status(container: Any) -> str:
@@ -345,44 +443,3 @@ def _remove_image(client: Any, image_id: str) -> bool:
         warnings.warn(f"could not remove image {image_id[:19]}: {exc}", stacklevel=1)
         return False
     return True
-
-
-def owner_alive(owner: str) -> bool:
-    """Whether the process named by a `harness.owner` label still runs on this host."""
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def prune(
-    client: Any, *, everything: bool = False, images: bool = False, label: str | None = None
-) -> list[str]:
-    """Remove leftover sandbox containers (and fork images) whose owner process is gone.
-
-    `everything` removes them even when their owner still runs; `images` also removes the
-    cached snapshot images (they are rebuilt on demand). The base image is never touched.
-    `label` ("key=value") narrows it to sandboxes that also carry that label.
-    Returns what was removed, as "container NAME" / "image ID" lines.
-    """
-    removed: list[str] = []
-    labels = [LABEL, label] if label else [LABEL]
-    for container in client.containers.list(all=True, filters={"label": labels}):
-        owner = container.labels.get(LABEL_OWNER, "")
-        if everything or not owner_alive(owner):
-            _remove_container(container)
-            removed.append(f"container {container.name}")
-    for image in client.images.list(filters={"label": labels}):
-        kind = image.labels.get(LABEL_IMAGE, "")
-        owner = image.labels.get(LABEL_OWNER, "")
-        stale_fork = kind == "fork" and (everything or not owner_alive(owner))
-        wanted = stale_fork or (images and kind.startswith("snapshot-"))
-        if wanted and _remove_image(client, image.id):
-            removed.append(f"image {image.short_id} ({kind})")
-    return removed

@@ -1,7 +1,8 @@
-"""Sandboxes whose work tree is a host directory: the `bwrap` and `local` backends.
+"""Sandboxes whose agent is a child process of ours: the `bwrap` and `local` backends.
 
-The work tree is copied from the cached checkout (`cp --reflink=auto`), so opening and
-forking cost one copy; the in-sandbox agent runs as a child process of ours.
+Each sandbox gets a private host directory (mode 0700) holding the agent's socket directory
+and log; subclasses say how the agent is launched, where the work tree lives and how it is
+filled (a host copy for local, a size-limited tmpfs inside the sandbox for bwrap).
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ import abc
 import asyncio
 import contextlib
 import os
-import resource
-import shutil
-import tempfile
+import pwd
+import random
 from pathlib import Path
 
 from harness.errors import SandboxError
 from harness.sandboxes.base import AgentSandbox, SandboxSpec
+from harness.sandboxes.cgroup import Cgroup
 from harness.sandboxes.channel import AgentChannel, agent_script_path
 from harness.sandboxes.checkout import cached_checkout, resolve_commit
+from harness.tempdirs import drop_tempdir, hold_tempdir
+
+UID_BASE = 1 << 30  # sandbox uids: [UID_BASE, UID_BASE + UID_SPAN), never in /etc/passwd
+UID_SPAN = 1 << 24
 
 
 class HostDirBackend(abc.ABC):
@@ -28,7 +33,7 @@ class HostDirBackend(abc.ABC):
 
     def __init__(self, cache_dir: Path, tmp_root: Path | None = None) -> None:
         self.cache_dir = cache_dir
-        self.tmp_root = tmp_root if tmp_root is not None else memory_tmp_root()
+        self.tmp_root = tmp_root
         self._open: set[HostDirSandbox] = set()
 
     async def __aenter__(self) -> HostDirBackend:
@@ -38,7 +43,9 @@ class HostDirBackend(abc.ABC):
         await self.aclose()
 
     @abc.abstractmethod
-    def agent_argv(self, spec: SandboxSpec, root: Path, workdir: str) -> list[str]:
+    def agent_argv(
+        self, spec: SandboxSpec, root: Path, source: Path | None, cgroup: Cgroup | None
+    ) -> list[str]:
         """The command line that starts the agent for a sandbox rooted at `root`."""
 
     @abc.abstractmethod
@@ -49,57 +56,81 @@ class HostDirBackend(abc.ABC):
     def scratch_for(self, root: Path) -> str:
         """A writable directory outside the work tree, as seen inside the sandbox."""
 
+    @abc.abstractmethod
+    async def prepare(
+        self, spec: SandboxSpec, root: Path, source: Path | None, parent: HostDirSandbox | None
+    ) -> None:
+        """Host-side preparation of a sandbox's directory before its agent starts."""
+
+    @abc.abstractmethod
+    async def seed(
+        self, box: HostDirSandbox, source: Path | None, parent: HostDirSandbox | None
+    ) -> None:
+        """Fill a started sandbox's work tree: from `source`, or from `parent` on fork."""
+
     def agent_env(self, spec: SandboxSpec) -> dict[str, str] | None:
         """The agent's environment; None inherits ours (backends that clear it themselves)."""
         return None
 
-    def preexec(self, spec: SandboxSpec) -> None:  # noqa: B027 - optional hook
-        """Runs in the agent's child process before exec (rlimits); nothing by default."""
+    def make_cgroup(self, spec: SandboxSpec) -> Cgroup | None:
+        """The cgroup the sandbox runs in; None by default (no limits)."""
+        return None
 
     async def open(self, spec: SandboxSpec) -> HostDirSandbox:
         source: Path | None = None
         if spec.repo is not None:
             commit = await resolve_commit(spec.repo, spec.commit)
             source = await cached_checkout(spec.repo, commit, self.cache_dir)
-        return await self._start(spec, source, base_commit=None)
+        return await self._start(spec, source, None, None)
+
+    async def fork(self, parent: HostDirSandbox) -> HostDirSandbox:
+        return await self._start(parent.spec, None, parent.base_commit, parent)
 
     async def _start(
-        self, spec: SandboxSpec, source: Path | None, base_commit: str | None
+        self,
+        spec: SandboxSpec,
+        source: Path | None,
+        base_commit: str | None,
+        parent: HostDirSandbox | None,
     ) -> HostDirSandbox:
-        root = Path(tempfile.mkdtemp(prefix=f"harness-{self.name}-", dir=self.tmp_root))
+        root = hold_tempdir(f"harness-{self.name}-", self.tmp_root)
+        cgroup: Cgroup | None = None
         try:
-            work = root / "work"
-            if source is not None:
-                await _copy_tree(source, work)
-            else:
-                work.mkdir()
-            (root / "run").mkdir()
-            (root / "scratch").mkdir()
-            workdir = self.workdir_for(spec, root)
+            # The socket's directory: only the agent's uid may write it (never the commands').
+            (root / "run").mkdir(mode=0o700)
+            await self.prepare(spec, root, source, parent)
+            cgroup = await asyncio.to_thread(self.make_cgroup, spec)
+            preexec = cgroup.join if cgroup is not None else None
             with open(root / "agent.log", "wb") as log:
                 proc = await asyncio.create_subprocess_exec(
-                    *self.agent_argv(spec, root, workdir),
+                    *self.agent_argv(spec, root, source, cgroup),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
                     env=self.agent_env(spec),
                     start_new_session=True,
-                    preexec_fn=lambda: self.preexec(spec),
+                    preexec_fn=preexec,
                 )
         except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.remove)
+            drop_tempdir(root)
             raise
-        box = HostDirSandbox(self, spec, root, proc, workdir, self.scratch_for(root))
+        box = HostDirSandbox(
+            self, spec, root, proc, self.workdir_for(spec, root), self.scratch_for(root), cgroup
+        )
         try:
-            await box.start(base_commit)
+            await box.start()
+            await self.seed(box, source, parent)
+            if base_commit is not None:
+                box.base_commit = base_commit
+            elif spec.repo is not None:
+                await box.init_base()
         except BaseException:
             await box.close()
             raise
         self._open.add(box)
         return box
-
-    async def fork(self, parent: HostDirSandbox) -> HostDirSandbox:
-        return await self._start(parent.spec, parent.root / "work", parent.base_commit)
 
     def forget(self, box: HostDirSandbox) -> None:
         self._open.discard(box)
@@ -118,21 +149,23 @@ class HostDirSandbox(AgentSandbox):
         proc: asyncio.subprocess.Process,
         workdir: str,
         scratch: str,
+        cgroup: Cgroup | None,
     ) -> None:
         super().__init__(backend, spec, AgentChannel(root / "run" / "agent.sock"), workdir, scratch)
         self.root = root
         self.proc = proc
+        self.cgroup = cgroup
 
-    async def start(self, base_commit: str | None) -> None:
+    @property
+    def channel(self) -> AgentChannel:
+        return self._channel
+
+    async def start(self) -> None:
         try:
             await self._channel.wait_ready(30.0, alive=lambda: self.proc.returncode is None)
         except SandboxError as exc:
             log = (self.root / "agent.log").read_text(errors="replace").strip()
             raise SandboxError(f"{exc}" + (f":\n{log[-2000:]}" if log else "")) from None
-        if base_commit is not None:
-            self.base_commit = base_commit
-        elif self.spec.repo is not None:
-            await self.init_base()
 
     async def _release(self) -> None:
         if self.proc.returncode is None:
@@ -142,22 +175,52 @@ class HostDirSandbox(AgentSandbox):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, 9)
                 await self.proc.wait()
-        await asyncio.to_thread(shutil.rmtree, self.root, True)
+        if self.cgroup is not None:
+            await asyncio.to_thread(self.cgroup.remove)
+        await asyncio.to_thread(drop_tempdir, self.root)
 
 
-async def _copy_tree(source: Path, dest: Path) -> None:
+async def copy_tree(source: Path, dest: Path, as_uid: int | None = None) -> None:
+    """cp -a; with `as_uid`, as that user (a tree sandboxed code could write: a symlink it
+    swaps in mid-copy then reaches no more than that code itself could)."""
+    src = str(source)
+    if as_uid is not None:
+        dest.mkdir()
+        os.chown(dest, as_uid, as_uid)
+        src += "/."
     proc = await asyncio.create_subprocess_exec(
         "cp",
         "-a",
         "--reflink=auto",
-        str(source),
+        src,
         str(dest),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        user=as_uid,
+        group=as_uid,
+        extra_groups=[] if as_uid is not None else None,
     )
     _, err = await proc.communicate()
     if proc.returncode != 0:
         raise SandboxError(f"copying the work tree failed: {err.decode(errors='replace')}")
+
+
+def sandbox_uid() -> int:
+    """A uid (and gid) for sandboxed commands, outside the range of the host's own users."""
+    while True:
+        uid = UID_BASE + random.randrange(UID_SPAN)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+
+
+def chown_tree(tree: Path, uid: int) -> None:
+    """Give a freshly copied tree (nothing sandboxed has touched it yet) to `uid`."""
+    os.lchown(tree, uid, uid)
+    for top, dirs, files in os.walk(tree):
+        for name in [*dirs, *files]:
+            os.lchown(os.path.join(top, name), uid, uid)
 
 
 def memory_tmp_root(min_free: int = 2 << 30) -> Path | None:
@@ -174,13 +237,6 @@ def memory_tmp_root(min_free: int = 2 << 30) -> Path | None:
     if os.access(shm, os.W_OK) and stat.f_bavail * stat.f_frsize >= min_free:
         return shm
     return None
-
-
-def set_memory_rlimit(memory_mb: int) -> None:
-    """Best-effort memory cap where no cgroup is available (address space, per process)."""
-    limit = memory_mb * 1024 * 1024
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def agent_path() -> str:

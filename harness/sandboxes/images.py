@@ -13,7 +13,6 @@ import io
 import os
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from harness.errors import ImageError
 from harness.sandboxes.docker import DEFAULT_IMAGE, LABEL, LABEL_IMAGE
+from harness.tempdirs import drop_tempdir, hold_tempdir
 
 RECIPE_VERSION = "1"
 LABEL_KEY = "harness.base.key"
@@ -161,7 +161,7 @@ async def _build_with_debootstrap(client: Any, recipe: BaseImageRecipe, key: str
             "debootstrap needs root to build the base image",
             hint="run `sudo harness sandbox build-base` once; sandboxes then run as any user",
         )
-    tmp = Path(tempfile.mkdtemp(prefix="harness-base-"))
+    tmp = hold_tempdir("harness-base-")
     rootfs = tmp / "rootfs"
     try:
         cmd = [
@@ -194,7 +194,7 @@ async def _build_with_debootstrap(client: Any, recipe: BaseImageRecipe, key: str
         log("importing into docker ...")
         return await asyncio.to_thread(_import, client, archive, recipe, key)
     finally:
-        await asyncio.to_thread(shutil.rmtree, tmp, True)
+        await asyncio.to_thread(drop_tempdir, tmp)
 
 
 def _finish_rootfs(rootfs: Path, recipe: BaseImageRecipe) -> None:

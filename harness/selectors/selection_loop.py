@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from harness.agent.actions import Malformed, parse_action
 from harness.agent.render import render
 from harness.agent.repro import ReproRunner, TestRun
+from harness.agent.testing import truncated_test_message
 from harness.agent.trajectory import Conversation
 from harness.sandboxes import Sandbox
 from harness.text import middle_truncate
@@ -82,8 +83,11 @@ async def select(
     while conv.turn < conv.max_turns:
         reply = await conv.ask(next_tool="run_selection_test")
         action = parse_action(reply, ("test", "choose"))
+        cut = conv.cut_note() if conv.cut else None
         if isinstance(action, Malformed):
-            conv.add("user", action.message)
+            conv.add("user", f"{cut}: {action.message}" if cut else action.message)
+        elif action.kind == "test" and cut and not action.closed:
+            conv.add("user", truncated_test_message(cut))  # half a script decides nothing
         elif action.kind == "choose":
             number = _choice(action.body, len(ranked))
             if number is not None:

@@ -198,11 +198,18 @@ class Voting:
         applies = True
         try:
             while (test_id := await queue.get()) is not None:
+                broken: SandboxError | None = None
                 if box is None and applies:
-                    box = await self.runner.patched(self.matrix.representative(key).patch)
+                    try:
+                        box = await self._patched(self.matrix.representative(key).patch)
+                    except SandboxError as exc:  # forking or patching broke: failed cells
+                        broken = exc
                     applies = box is not None
                 run = None
-                if box is not None:
+                if broken is not None:
+                    run = TestRun(1, f"harness: the sandbox failed: {broken}")
+                    applies = True  # the next test tries a fresh fork
+                elif box is not None:
                     try:
                         run = await self.runner.run_in(box, self.matrix.tests[test_id])
                     except SandboxError as exc:  # the sandbox broke: a failed cell, not a crash
@@ -211,6 +218,21 @@ class Voting:
         finally:
             if box is not None:
                 await box.close()
+
+    async def _patched(self, patch: str) -> Sandbox | None:
+        """A fork of the pristine sandbox with `patch` applied; None if it won't apply. The
+        fork is closed whenever it is not handed back, also when applying raises."""
+        async with self.runner.limit:
+            box = await self.runner.pristine.fork()
+            try:
+                applied = await box.apply_patch(patch)
+            except BaseException:
+                await box.close()
+                raise
+        if not applied.applied:
+            await box.close()
+            return None
+        return box
 
     def _record(self, key: str, test_id: str, run: TestRun | None) -> None:
         self.matrix.cells[(key, test_id)] = run

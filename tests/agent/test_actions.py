@@ -19,7 +19,8 @@ def test_done_variants() -> None:
 
 def test_unclosed_tag_takes_the_rest() -> None:
     action = parse_action("<test>\nprint('x')\n", ("test", "done"))
-    assert action == Action("test", "print('x')\n")
+    assert action == Action("test", "print('x')\n", closed=False)
+    assert parse_action("<test>print(1)</test>", ("test", "done")) == Action("test", "print(1)\n")
 
 
 def test_two_kinds_is_malformed() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from harness.agent.context import (
     ContextFile,
-    bm25_scores,
     is_candidate,
     merge_rankings,
     pack,
@@ -12,6 +11,7 @@ from harness.agent.context import (
     recall,
     verdict,
 )
+from harness.agent.prerank import bm25_scores
 
 
 def test_candidates_exclude_tests_and_non_source() -> None:

@@ -3,7 +3,8 @@
 The bundled example's fix touches durations/parse.py. The lexical pre-ranking alone puts it
 first; with a model judging relevance (scripted here) the chosen context contains it and drops
 files that do not matter. A weak model whose answers are unreadable falls back to the lexical
-leaders rather than to nothing."""
+leaders rather than to nothing; files it calls irrelevant are never kept. Recall on real
+repositories (SWE-bench Lite, from local mirrors) is measured by benchmarks/context_recall.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from examples.scripted.durations_oracle import respond
 from harness.agent.context import ContextFinder, recall
 from harness.config import ContextConfig
+from harness.llm.base import ChatRequest
 from harness.llm.scripted import ScriptedLLM
 from harness.sandboxes import SandboxSpec
 from harness.sandboxes.local import LocalBackend
@@ -62,3 +64,34 @@ async def test_unreadable_verdicts_fall_back_to_lexical_leaders(
 ) -> None:
     paths = await find(ScriptedLLM(lambda r: "hmm"), ContextConfig(rankings=0), tmp_path, cache_dir)
     assert recall(paths, GOLD) == 1.0 and paths[0] == "durations/parse.py"
+
+
+async def test_files_the_model_calls_irrelevant_are_never_kept(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    # Every verdict IRRELEVANT: no file is packed into prompts and no ranking call is made.
+    llm = ScriptedLLM(lambda r: "IRRELEVANT: nothing to do with the issue.")
+    task, _ = await make_task(
+        str(ROOT / "examples/durations.issue.md"), str(ROOT / "examples/durations"), None, cache_dir
+    )
+    async with LocalBackend(cache_dir) as backend:
+        box = await backend.open(SandboxSpec(repo=Path(task.repo), commit=task.base_commit))
+        async with box:
+            finder = ContextFinder(llm, ContextConfig(), tmp_path / "context.jsonl", "t")
+            result = await finder.find(box, task.issue)
+    assert result.files == () and result.text == ""
+    asked = [r.messages[-1].content for r in llm.requests]
+    assert asked and all("Would a developer" in a for a in asked)  # relevance calls only
+
+
+async def test_unreadable_verdicts_fall_back_but_irrelevant_ones_do_not(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    def judge(request: ChatRequest) -> str:
+        prompt = request.messages[-1].content
+        return "IRRELEVANT." if "durations/parse.py" in prompt.split("<file")[1] else "hmm"
+
+    llm = ScriptedLLM(judge)
+    paths = await find(llm, ContextConfig(), tmp_path, cache_dir)
+    assert paths and "durations/parse.py" not in paths
+    assert not any("Order these files" in r.messages[-1].content for r in llm.requests)

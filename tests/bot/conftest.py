@@ -3,6 +3,7 @@ remote on disk, event payloads shaped like GitHub Actions' ones."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
@@ -27,13 +28,11 @@ class Project:
     base: str  # HEAD sha
 
 
-@pytest.fixture
-def token() -> str:
+def new_token() -> str:
     return "ghs_" + secrets.token_hex(16)
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Project:
+def make_project(tmp_path: Path) -> Project:
     seed = tmp_path / "seed"
     make_repo(seed, {"calc.py": BUGGY, "README.md": "# calc\n"})
     bare = tmp_path / "remote" / "calc.git"
@@ -44,14 +43,31 @@ def project(tmp_path: Path) -> Project:
     return Project(work=work, bare=bare, base=git(work, "rev-parse", "HEAD"))
 
 
-@pytest.fixture
-def github(token: str, project: Project) -> Iterator[FakeGitHub]:
+@contextlib.contextmanager
+def serve_github(token: str, project: Project) -> Iterator[FakeGitHub]:
+    """The fake GitHub with the project's repository, issue 7 and two known users."""
     with FakeGitHub(token) as gh:
         gh.add_repo(REPO, bare=project.bare)
         gh.add_issue(REPO, ISSUE, "add() subtracts", "`add(2, 3)` returns -1 instead of 5.")
         gh.add_comment(REPO, ISSUE, "Same here on 1.2.", user="someone")
         gh.permissions[(REPO, "maintainer")] = "write"
         gh.permissions[(REPO, "triager")] = "triage"
+        yield gh
+
+
+@pytest.fixture
+def token() -> str:
+    return new_token()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path)
+
+
+@pytest.fixture
+def github(token: str, project: Project) -> Iterator[FakeGitHub]:
+    with serve_github(token, project) as gh:
         yield gh
 
 

@@ -61,6 +61,14 @@ class FixingSolver:
             "issue": task.issue,
         }
         (run_dir / "seen.json").write_text(json.dumps(seen))
+        # Everything this process could hand to a model or a sandbox: its environment as the
+        # kernel keeps it (not only os.environ), and who it is.
+        spied = {
+            "pid": os.getpid(),
+            "proc_environ": Path("/proc/self/environ").read_bytes().decode(errors="replace"),
+            "os_environ": dict(os.environ),
+        }
+        (run_dir / "environ.json").write_text(json.dumps(spied))
         if self.fail is not None:
             raise self.fail
         work = run_dir / "work"

@@ -74,7 +74,7 @@ def test_action_runs_the_bot_with_its_inputs(
         tmp_path, project, github, token, payload, label="fix-me", **{"api-key": "sk-" + "7" * 30}
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("refused: @triager is NONE")
+    assert proc.stdout.startswith("refused: @triager has triage permission")
     assert "nothing was started" in github.issue_comments(REPO, ISSUE)[-1]["body"]
     assert "sk-" + "7" * 30 not in proc.stdout + proc.stderr
 
@@ -91,6 +91,15 @@ def test_action_rejects_a_bad_key_variable_name(
         **{"api-key": "sk-x", "api-key-env": "X; rm -rf /"},
     )
     assert proc.returncode == 2 and "api-key-env is not a variable name" in proc.stdout
+    assert github.requests == []
+
+
+def test_the_removed_trusted_input_fails_loudly(
+    tmp_path: Path, project: Project, github: FakeGitHub, token: str
+) -> None:
+    # `trusted: OWNER` once narrowed who may trigger; silently ignoring it would widen that.
+    proc = run_action(tmp_path, project, github, token, label_event(github), trusted="OWNER")
+    assert proc.returncode == 2 and "set min-permission" in proc.stdout
     assert github.requests == []
 
 

@@ -102,7 +102,7 @@ def test_untrusted_comment_is_refused(
         "tests.bot.solvers:make_solver",
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("refused: @drive-by is NONE")
+    assert proc.stdout.startswith("refused: @drive-by has read permission")
     assert not (tmp_path / "runs").exists()
     assert "nothing was started" in github.issue_comments(REPO, ISSUE)[-1]["body"]
 

@@ -36,7 +36,8 @@ from tests.bot.ghserver import FakeGitHub
     ],
 )
 def test_valid_commands(line: str, expected: SolveOptions) -> None:
-    assert parse_command(line) == expected
+    listed = ("openai:gpt-4o-mini", "hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert parse_command(line, OptionLimits(allowed_models=listed)) == expected
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,8 @@ def test_model_allow_list() -> None:
     assert parse_command("/harness solve --model openai:gpt-4o", limits).model == "openai:gpt-4o"
     with pytest.raises(CommandError, match="not allowed here"):
         parse_command("/harness solve --model openai:o3", limits)
+    with pytest.raises(CommandError, match="lets no comment choose the model"):
+        parse_command("/harness solve --model openai:gpt-4o")  # no list: no choice
 
 
 def test_find_command_takes_the_first_command_line() -> None:

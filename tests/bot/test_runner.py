@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from harness.bot import BotConfig, BotOutcome, GitHubBot, GitHubClient, Redactor, SolveOptions
+from harness.bot import (
+    BotConfig,
+    BotOutcome,
+    GitHubBot,
+    GitHubClient,
+    OptionLimits,
+    Redactor,
+    SolveOptions,
+)
 from harness.bot.events import Trigger, parse_event
 from harness.bot.render import marker
 from harness.errors import GitHubError, RepoError
@@ -234,8 +242,16 @@ async def test_command_options_reach_the_solver_factory(
         github, "Please try:\n/harness solve --samples 3 --model m1", association="OWNER"
     )
     defaults = SolveOptions(samples=2, budget_usd=1.0)
+    limits = OptionLimits(allowed_models=("m1",))
     outcome = await handle(
-        github, project, token, payload, factory, event="issue_comment", defaults=defaults
+        github,
+        project,
+        token,
+        payload,
+        factory,
+        event="issue_comment",
+        defaults=defaults,
+        limits=limits,
     )
     assert outcome.action == "opened"
     assert factory.options == [SolveOptions(samples=3, model="m1", budget_usd=1.0)]

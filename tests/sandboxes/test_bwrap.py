@@ -11,6 +11,7 @@ from harness.sandboxes.bwrap import BwrapBackend
 from tests.sandboxes.conftest import skip_unless_available
 
 
+@pytest.mark.bwrap
 async def test_only_the_work_tree_is_writable(cache_dir: Path, repo: Path) -> None:
     skip_unless_available("bwrap")
     async with BwrapBackend(cache_dir) as be, await be.open(SandboxSpec(repo=repo)) as box:

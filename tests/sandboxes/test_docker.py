@@ -17,7 +17,17 @@ import pytest
 
 from harness.errors import ImageError, SandboxUnavailable
 from harness.sandboxes import Limits, SandboxSpec
-from harness.sandboxes.docker import LABEL, LABEL_OWNER, DockerBackend, connect, prune
+from harness.sandboxes.docker import (
+    LABEL,
+    LABEL_OWNER,
+    LABEL_OWNER_ID,
+    DockerBackend,
+    connect,
+    owner_labels,
+)
+from harness.sandboxes.owner import current_process
+from harness.sandboxes.prune import prune
+from tests.fixtures.signals import default_sigint
 from tests.sandboxes.conftest import BASE_IMAGE, skip_unless_available
 
 pytestmark = pytest.mark.docker
@@ -112,6 +122,7 @@ def _spawn_cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # some tests interrupt it with SIGINT
     )
 
 
@@ -129,9 +140,10 @@ def _wait_for_process(container_name: str, cmdline: str, timeout: float = 30.0) 
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
-            top = client.containers.get(container_name).top()
-            if any(cmdline in " ".join(row) for row in top.get("Processes") or []):
-                return
+            with contextlib.suppress(docker.errors.APIError):  # 409: created, not started yet
+                top = client.containers.get(container_name).top()
+                if any(cmdline in " ".join(row) for row in top.get("Processes") or []):
+                    return
             time.sleep(0.2)
     finally:
         client.close()
@@ -163,17 +175,20 @@ def test_prune_removes_only_orphans() -> None:
     # A label of this test's own, so that --all below touches no one else's sandboxes.
     mine = f"harness.test={uuid.uuid4().hex}"
     key, value = mine.split("=")
+    me = current_process()
+    assert me is not None
+    gone = f"{me.boot_id}/{me.pidns}/{dead.pid}/1"  # the exited process, by its unreusable id
     orphan = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}", key: value},
+        labels={LABEL: "1", LABEL_OWNER: f"{host}:{dead.pid}", LABEL_OWNER_ID: gone, key: value},
     )
     alive = client.containers.run(
         BASE_IMAGE,
         ["sleep", "300"],
         detach=True,
-        labels={LABEL: "1", LABEL_OWNER: f"{host}:{os.getpid()}", key: value},
+        labels={LABEL: "1", **owner_labels(), key: value},
     )
     try:
         removed = prune(client, label=mine)

@@ -13,7 +13,7 @@ from harness.agent.repro import ReproRunner
 from harness.agent.trajectory import Conversation, TrajectoryLog
 from harness.errors import ConfigError
 from harness.llm.base import ChatRequest, Sampling
-from harness.llm.scripted import ScriptedLLM
+from harness.llm.scripted import ScriptedLLM, ScriptedReply
 from harness.selectors.ensemble import load_candidates
 from harness.selectors.selection_loop import select
 from tests.selectors.conftest import CORRECT, WRONG_CONST
@@ -79,6 +79,22 @@ async def test_single_candidate_needs_no_model(runner: ReproRunner, tmp_path: Pa
         conversation(llm, tmp_path), runner, "issue", [CORRECT], {"good": 1}, files=""
     )
     assert selection.winner == CORRECT and selection.by == "only-candidate" and not llm.requests
+
+
+async def test_a_test_cut_off_at_max_tokens_is_not_run(runner: ReproRunner, tmp_path: Path) -> None:
+    cut = ScriptedReply("<test>\nimport sys\nfrom calc import add\nsys.exit(0 if add(", "length")
+    llm = ScriptedLLM([cut, "<choose>2</choose>"])
+    selection = await select(
+        conversation(llm, tmp_path),
+        runner,
+        "add is broken",
+        [WRONG_CONST, CORRECT],
+        {"const": 2, "good": 2},
+        files="",
+    )
+    told = llm.requests[1].messages[-1].content
+    assert "cut off" in told and "was not run" in told and "candidate 1:" not in told
+    assert selection.winner == CORRECT and selection.by == "model"
 
 
 def test_ensemble_formats(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 from harness.agent.repro import ReproRunner
 from harness.selectors.voting import Voting, drop_reason, normalize_patch
@@ -94,3 +96,41 @@ async def test_duplicates_are_named_the_same_whatever_arrives_first(
     matrix = await voting.wait()
     assert [c.candidate_id for c in matrix.ranked()] == ["good"]
     assert matrix.aliases("good") == ["good-again"]
+
+
+class KillingForks:
+    """The pristine sandbox, except that each fork's container is killed before it is handed
+    out: applying a patch to it then fails inside the real sandbox."""
+
+    def __init__(self, pristine: Any) -> None:
+        self.pristine = pristine
+        self.forks: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pristine, name)
+
+    async def fork(self) -> Any:
+        box = await self.pristine.fork()
+        self.forks.append(box)
+        await asyncio.to_thread(box.container.kill)
+        return box
+
+
+async def test_a_fork_whose_patching_fails_is_closed_and_the_cells_fail(
+    runner: ReproRunner, tmp_path: Path
+) -> None:
+    killing = KillingForks(runner.pristine)
+    broken = ReproRunner(
+        killing,  # type: ignore[arg-type]
+        timeout=60,
+        output_limit=4000,
+        limit=runner.limit,
+    )
+    voting = Voting(broken, tmp_path / "votes.jsonl")
+    voting.matrix.tests["t-basic"] = TESTS["t-basic"]  # its run on the original is not the point
+    voting.add_candidate(CORRECT)  # schedules the cell
+    matrix = await voting.wait()
+    assert killing.forks, "no fork was made"
+    assert all(box.closed for box in killing.forks)
+    (cell,) = matrix.cells.values()
+    assert cell is not None and "the sandbox failed" in cell.output

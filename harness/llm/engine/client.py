@@ -3,8 +3,10 @@
 A background thread owns the engine and steps it while any request is live, so concurrent
 `chat()` calls from many programs share each forward pass. Results return to the caller's
 event loop through `call_soon_threadsafe`; the thread sleeps when there is nothing to do.
-`stream()` also gets a request's generated token ids after every step that added some, and
-turns them into text deltas on the caller's side (the engine thread never detokenizes).
+`stream()` also gets a request's new token ids after every step that added some, and turns
+them into text deltas on the caller's side, decoding only the last few tokens each time (the
+engine thread never detokenizes for streams; it decodes new tokens incrementally only for
+requests with stop strings).
 """
 
 from __future__ import annotations
@@ -32,18 +34,20 @@ from harness.llm.base import (
 )
 from harness.llm.engine.clock import Clock
 from harness.llm.engine.config import EngineConfig, SpecConfig
-from harness.llm.engine.engine import Engine, RequestOutput
+from harness.llm.engine.engine import Engine, RequestOutput, StepError
 from harness.llm.engine.runner import ModelRunner
 from harness.llm.engine.scheduler import DraftLen
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
 from harness.llm.engine.spec_policy import SpecStats
 from harness.llm.engine.speculative import SpeculativeRunner, speculative_runner
-from harness.llm.stops import StopScanner
+from harness.llm.stops import IncrementalDetokenizer, StopScanner, StopStrings
 
 Deliver = Callable[[RequestOutput | BaseException], None]
-Progress = Callable[[tuple[int, ...]], None]  # the generated token ids so far
+Progress = Callable[[tuple[int, ...]], None]  # token ids generated since the last call
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # speculation statistics go to the log at most this often (and at close)
+UNHEALTHY_AFTER = 3  # failed steps in a row after which `health()` reports the engine broken
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch generators accept
 
 
 def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:
@@ -59,16 +63,12 @@ def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:
 
 
 def make_stop_fn(tokenizer: Any, stops: Seq[str]) -> StopFn | None:
-    """Checks the decoded tail of the generated ids for any stop string."""
+    """A stop-string checker per sequence: decodes each step's new tokens incrementally and
+    looks for the stop strings in them plus the tail before them."""
+    stops = tuple(s for s in stops if s)
     if not stops:
         return None
-    window = max(len(s) for s in stops) + 4  # tokens; almost every token decodes to >= 1 char
-
-    def stop(generated: Seq[int]) -> bool:
-        tail = tokenizer.decode(list(generated[-window:]), skip_special_tokens=True)
-        return any(s in tail for s in stops)
-
-    return stop
+    return lambda: StopStrings(tokenizer, stops)
 
 
 def cut_at_stop(text: str, stops: Seq[str]) -> tuple[str, bool]:
@@ -93,7 +93,9 @@ class EngineLLM:
     The engine takes the model over: its attention implementation is switched to the paged
     one, and a KV cache of `config.num_blocks` blocks is allocated on the model's device.
     With `speculation`, `draft_model` (or, without one, the target's first
-    `self_draft_layers` layers) drafts tokens or steps that the target verifies.
+    `self_draft_layers` layers) drafts tokens or steps that the target verifies; with
+    `lookup`, no model drafts: the continuation of an earlier occurrence of each sequence's
+    last tokens does (suffix.py).
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class EngineLLM:
         speculation: SpecConfig | None = None,
         draft_model: torch.nn.Module | None = None,
         self_draft_layers: int | None = None,
+        lookup: bool = False,
     ) -> None:
         self.config = config or EngineConfig()
         self._tokenizer = tokenizer
@@ -126,6 +129,7 @@ class EngineLLM:
                 speculation,
                 draft_model=draft_model,
                 self_draft_layers=self_draft_layers,
+                lookup=lookup,
             )
             draft_len = runner.policy.draft_len
         self.engine = Engine(
@@ -145,6 +149,8 @@ class EngineLLM:
         self._keys = itertools.count()
         self._stopping = False
         self._failure: BaseException | None = None
+        self._failed_in_row = 0  # engine steps that raised since the last one that did not
+        self._step_error: BaseException | None = None  # the latest step's failure
         self._thread: threading.Thread | None = None
 
     @property
@@ -154,6 +160,17 @@ class EngineLLM:
     @property
     def context_window(self) -> int:
         return int(self.engine.scheduler.max_len)
+
+    def health(self) -> str | None:
+        """None while the engine can serve; otherwise why it cannot."""
+        with self._cv:
+            if self._failure is not None:
+                return f"the engine loop failed: {self._failure!r}"
+            if self._stopping:
+                return "the engine is closed"
+            if self._failed_in_row >= UNHEALTHY_AFTER:
+                return f"the last {self._failed_in_row} engine steps failed: {self._step_error!r}"
+        return None
 
     @property
     def spec_stats(self) -> SpecStats | None:
@@ -234,6 +251,8 @@ class EngineLLM:
 
         key = self._submit(ereq, put, put)
         scanner = StopScanner(request.stop)
+        detok = IncrementalDetokenizer(self._tokenizer)
+        seen = 0
         finished = False
         try:
             while True:
@@ -243,17 +262,18 @@ class EngineLLM:
                 if isinstance(item, RequestOutput):
                     finished = True
                     break
-                delta = scanner.update(self._tokenizer.decode(list(item), skip_special_tokens=True))
+                seen += len(item)
+                delta = scanner.push(detok.push(item))
                 if delta:
                     yield TextDelta(delta)
         finally:
             if not finished:
                 self._abort(key)
-        text, rest = scanner.finish(
-            self._tokenizer.decode(list(item.token_ids), skip_special_tokens=True)
-        )
-        if rest:
-            yield TextDelta(rest)
+        tail = detok.push(item.token_ids[seen:]) + detok.flush()
+        delta = scanner.push(tail)
+        text, rest = scanner.finish_pushed()
+        if delta + rest:
+            yield TextDelta(delta + rest)
         yield self._response(item, text, scanner.stopped, t0)
 
     def _request(self, request: ChatRequest) -> EngineRequest:
@@ -267,6 +287,9 @@ class EngineLLM:
                 "max_model_len / the KV cache size",
             )
         s = request.sampling
+        if s.seed is not None and not SEED_RANGE[0] <= s.seed <= SEED_RANGE[1]:
+            low, high = SEED_RANGE
+            raise LLMError(f"seed {s.seed} is out of range", hint=f"use one in [{low}, {high}]")
         return EngineRequest(
             prompt_ids=tuple(prompt),
             max_tokens=max(1, min(s.max_tokens, limit - len(prompt))),  # room left in the window
@@ -320,6 +343,7 @@ class EngineLLM:
             self._cv.notify_all()
 
     def _loop(self) -> None:
+        incoming: list[tuple[int, EngineRequest, Deliver, Progress | None]] = []
         try:
             while True:
                 with self._cv:
@@ -351,7 +375,7 @@ class EngineLLM:
                         self._pending.pop(rid, None)
                         self._progress.pop(rid, None)
                 if self.engine.has_unfinished():
-                    for out in self.engine.step():
+                    for out in self._step():
                         key, deliver = self._pending.pop(out.request_id)
                         self._ids.pop(key, None)
                         self._progress.pop(out.request_id, None)
@@ -359,10 +383,41 @@ class EngineLLM:
                     if self._progress:
                         self._report_progress()
                     self._log_spec()
-        except BaseException as e:  # a failed forward pass fails every request in flight
+        except BaseException as e:  # outside a step (those fail alone): fail all in flight
             with self._cv:
                 self._failure = e
+                # Taken off the queue but not in the engine yet: they fail too.
+                self._incoming[:0] = [x for x in incoming if x[0] not in self._ids]
             self._fail_all(LLMError(f"the engine loop failed: {e!r}"))
+
+    def _step(self) -> list[RequestOutput]:
+        """One engine step; a failed one fails its own requests and the loop goes on."""
+        try:
+            done = self.engine.step()
+        except StepError as e:
+            cause = e.__cause__ or e
+            log.error("%s: an engine step failed: %r", self._name, cause, exc_info=cause)
+            with self._cv:
+                self._failed_in_row += 1
+                self._step_error = cause
+            for out in e.failed:
+                entry = self._pending.pop(out.request_id, None)
+                self._progress.pop(out.request_id, None)
+                if entry is None:
+                    continue
+                self._ids.pop(entry[0], None)
+                entry[1](
+                    LLMError(
+                        f"the engine step serving this request failed: {cause!r}",
+                        hint="the engine goes on serving other requests; retry, and report it "
+                        "if the same request fails again",
+                    )
+                )
+            return []
+        if self._failed_in_row:
+            with self._cv:
+                self._failed_in_row = 0
+        return done
 
     def _report_progress(self) -> None:
         for seq in self.engine.scheduler.running:
@@ -370,10 +425,10 @@ class EngineLLM:
             if entry is None:
                 continue
             progress, sent = entry
-            generated = seq.generated
-            if len(generated) > sent:
-                self._progress[seq.seq_id] = (progress, len(generated))
-                progress(tuple(generated))
+            n = seq.num_generated
+            if n > sent:  # only the new ids: a stream costs O(its length), not O(length^2)
+                self._progress[seq.seq_id] = (progress, n)
+                progress(tuple(seq.token_ids[seq.prompt_len + sent :]))
 
     def _fail_all(self, error: LLMError) -> None:
         pending = list(self._pending.values())

@@ -1,4 +1,7 @@
-"""The engine loop: scheduler + runner + clock; `client.EngineLLM` runs it in a thread."""
+"""The engine loop: scheduler + runner + clock; `client.EngineLLM` runs it in a thread.
+
+A step that raises fails only the requests scheduled in it (`StepError`); the engine stays usable.
+"""
 
 from __future__ import annotations
 
@@ -45,11 +48,23 @@ def _output(seq: Sequence) -> RequestOutput:
     )
 
 
+class StepError(RuntimeError):
+    """A step raised (its cause is `__cause__`); `failed` are the requests scheduled in it,
+    already aborted. Every other request is untouched and the engine can keep stepping."""
+
+    def __init__(self, failed: list[RequestOutput]) -> None:
+        super().__init__(f"an engine step failed; {len(failed)} request(s) in it were aborted")
+        self.failed = failed
+
+
 @dataclass
 class EngineStats:
     steps: int = 0
     forward_s: float = 0.0  # measured time inside the runner
     scheduled_tokens: int = 0
+    failed_steps: int = 0  # steps that raised (their requests failed, the engine went on)
+    failed_requests: int = 0  # requests that were in a failed step
+    aborted: int = 0  # requests aborted by their caller (cancelled, client gone)
 
 
 class Engine:
@@ -91,6 +106,7 @@ class Engine:
         if seq is None:
             return None
         self.runner.release(seq.seq_id)
+        self.stats.aborted += 1
         return _output(seq)
 
     def has_unfinished(self) -> bool:
@@ -105,10 +121,35 @@ class Engine:
         return self.scheduler.stats
 
     def step(self) -> list[RequestOutput]:
-        """Schedule, run one forward pass, and return the requests that finished in it."""
+        """Schedule, run one forward pass, and return the requests that finished in it.
+
+        Raises `StepError` when the forward pass or its bookkeeping fails, after aborting the
+        requests of this step. A failure in the scheduler itself, or in a step that moved KV
+        blocks to or from the CPU tier (the prefix cache's books may no longer match the
+        tensors), propagates as is: the engine cannot go on safely.
+        """
         out = self.scheduler.schedule(self.clock.now())
         if not out.items and not out.copy_ops:
             return []
+        try:
+            return self._run(out)
+        except Exception as e:
+            if out.copy_ops:
+                raise
+            raise StepError(self._fail(out)) from e
+
+    def _fail(self, out: SchedulerOutput) -> list[RequestOutput]:
+        failed: dict[int, RequestOutput] = {}
+        for it in out.items:
+            # Already finished (postprocess raised after finishing it) when abort finds nothing.
+            seq = self.scheduler.abort(it.seq.seq_id) or it.seq
+            self.runner.release(seq.seq_id)
+            failed[seq.seq_id] = _output(seq)
+        self.stats.failed_steps += 1
+        self.stats.failed_requests += len(failed)
+        return list(failed.values())
+
+    def _run(self, out: SchedulerOutput) -> list[RequestOutput]:
         t0, warm = time.perf_counter(), self.runner.warmup_s
         sampled = self.runner.execute(out)
         # One-time warm-up (graph capture) is not serving time.

@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 
 GIB = 1 << 30
 DEFAULT_SPECULATE = 4  # draft tokens per round when a draft model is named without --speculate
+LOOKUP_SPECULATE = 12  # ... and for lookup drafts (suffix.py), which cost no draft forwards
+# Lookup drafts cost only verification: the extra time of a verified token relative to a
+# decode step (measured: SmolLM2-135M on 2 CPU cores, benchmarks/agent_turns.py).
+LOOKUP_COST_RATIO = 0.05
+LOOKUP_BY_DEFAULT = True  # token-level lookup speculation when nothing else is configured
+SUFFIX = "suffix"
+NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -32,9 +39,11 @@ class EngineSettings:
     # Draft/target decoding (docs/engine.md, "Speculative decoding"). Token level when
     # `speculate` > 0 (or a draft model is named), step level (ATTS) when `conformal_alpha`
     # is set. Without a draft model the target's first `self_draft_layers` layers draft.
-    draft_model: str | None = None  # a model spec, or "self" / "self:L"
+    # A model spec, "self" / "self:L" (the target's first layers), "suffix" (lookup drafts:
+    # no model), "none"; None: lookup drafts for token level (on by default), self for steps.
+    draft_model: str | None = None
     self_draft_layers: int | None = None  # None: a quarter of the target's layers
-    speculate: int = 0  # most draft tokens per round; 0: off unless a draft model is named
+    speculate: int | None = None  # most draft tokens per round; 0: off; None: the drafter's
     adaptive_k: bool = True  # pick k per sequence from its acceptance rate (<= speculate)
     cost_ratio: float | None = None  # draft / target time per token; None: from weight bytes
     conformal_alpha: float | None = None  # rejection level of step-level speculation
@@ -45,7 +54,7 @@ class EngineSettings:
     resample_attempts: int = 2  # redraws before the target writes the step
 
     def __post_init__(self) -> None:
-        if self.speculate < 0:
+        if self.speculate is not None and self.speculate < 0:
             raise ConfigError("engine.speculate must be >= 0 (0 turns token-level speculation off)")
         if self.conformal_alpha is not None and not 0.0 < self.conformal_alpha <= 1.0:
             raise ConfigError(
@@ -64,15 +73,47 @@ class EngineSettings:
                 "engine.step_max_tokens and calibration_window must be positive, "
                 "resample_attempts >= 0"
             )
+        if self.conformal_alpha is not None and self._named() == SUFFIX:
+            raise ConfigError(
+                "engine.conformal_alpha (step-level speculation) needs a draft model, not "
+                "suffix lookup drafts",
+                hint="use --draft-model self (or a model spec) with --conformal-alpha",
+            )
         self.draft()  # checks a "self:L" spec
+
+    def _named(self) -> str:
+        return (self.draft_model or "").strip()
+
+    @property
+    def requested(self) -> bool:
+        """Speculation was asked for explicitly (not just the default)."""
+        named = self._named()
+        return (
+            (self.speculate or 0) > 0
+            or self.conformal_alpha is not None
+            or (bool(named) and named != NONE)
+        )
 
     @property
     def speculation(self) -> bool:
-        return self.speculate > 0 or self.conformal_alpha is not None or bool(self.draft_model)
+        if (self.speculate == 0 and self.conformal_alpha is None) or self._named() == NONE:
+            return False
+        return self.requested or LOOKUP_BY_DEFAULT
+
+    @property
+    def lookup(self) -> bool:
+        """Token-level speculation with lookup drafts (suffix.py), no draft model."""
+        named = self._named()
+        return self.speculation and (
+            named == SUFFIX or (not named and self.conformal_alpha is None and LOOKUP_BY_DEFAULT)
+        )
 
     def draft(self) -> tuple[str | None, int | None]:
-        """(spec of a separate draft model, or None for the self-draft; self-draft layers)."""
-        spec = (self.draft_model or "").strip()
+        """(spec of a separate draft model, or None for the self-draft or lookup drafts;
+        self-draft layers)."""
+        spec = self._named()
+        if spec in (SUFFIX, NONE):
+            return None, self.self_draft_layers
         if spec != "self" and not spec.startswith("self:"):
             return spec or None, self.self_draft_layers
         if spec == "self":
@@ -89,8 +130,9 @@ class EngineSettings:
         return None, layers
 
     def spec_config(self, *, cost_ratio: float, delimiter_ids: frozenset[int]) -> SpecConfig:
+        default = LOOKUP_SPECULATE if self.lookup else DEFAULT_SPECULATE
         return SpecConfig(
-            k=self.speculate or DEFAULT_SPECULATE,
+            k=self.speculate or default,
             adaptive=self.adaptive_k,
             cost_ratio=self.cost_ratio if self.cost_ratio is not None else cost_ratio,
             conformal_alpha=self.conformal_alpha,
@@ -165,6 +207,12 @@ def build_engine_llm(
     )
     if not settings.speculation:
         return EngineLLM(model, tokenizer, config=config, model_name=name)
+    if settings.lookup:
+        ratio = settings.cost_ratio if settings.cost_ratio is not None else LOOKUP_COST_RATIO
+        spec = settings.spec_config(cost_ratio=ratio, delimiter_ids=frozenset())
+        return EngineLLM(
+            model, tokenizer, config=config, model_name=name, speculation=spec, lookup=True
+        )
     spec, layers = _speculation(model, tokenizer, settings, draft_model)
     return EngineLLM(
         model,

@@ -13,20 +13,40 @@ from dataclasses import dataclass
 import torch
 
 from harness.llm.engine.attention import PagedMetadata
+from harness.llm.engine.plan import ScheduledSeq
+from harness.llm.engine.sequence import Sequence
 
 
 @dataclass(frozen=True)
 class Rows:
     """Host-side description of a row batch; token ids come separately (host or device)."""
 
+    seqs: tuple[Sequence, ...]  # the sequence of each row (its block table)
     starts: tuple[int, ...]  # position of each row's first token
-    lengths: tuple[int, ...]  # real tokens per row, 1..q
-    tables: tuple[tuple[int, ...], ...]  # block table of each row
+    lengths: tuple[int, ...]  # real tokens per row, 0..q
     q: int  # tokens per row, padding included
+
+    @classmethod
+    def of(cls, items: Seq[ScheduledSeq], extra: Seq[int] = ()) -> Rows | None:
+        """Rows for scheduled items: each feeds its chunk (plus `extra[i]` more tokens)."""
+        if not items:
+            return None
+        lengths = [it.num_tokens + (extra[i] if extra else 0) for i, it in enumerate(items)]
+        return cls(
+            seqs=tuple(it.seq for it in items),
+            starts=tuple(it.start for it in items),
+            lengths=tuple(lengths),
+            q=max(lengths),
+        )
 
     @property
     def batch(self) -> int:
         return len(self.starts)
+
+    @property
+    def width(self) -> int:
+        """Blocks the widest row's table holds."""
+        return max(len(s.block_table) for s in self.seqs)
 
     def last_index(self) -> list[int]:
         """Flat index of each row's last real token (the one whose logits a draft step samples)."""
@@ -34,9 +54,9 @@ class Rows:
 
 
 def pack_rows(
-    rows: Rows, block_size: int, null_block: int, batch: int, width: int
-) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(positions, slots, context lengths, flat block tables) padded to `batch` x `width`.
+    rows: Rows, block_size: int, null_block: int, batch: int
+) -> tuple[list[int], list[int], list[int]]:
+    """(positions, slots, context lengths) of every row token, padded to `batch` rows.
 
     Padding tokens (and padding rows) write to the scratch block and see one key, so they
     never touch a real block and never produce NaNs.
@@ -46,7 +66,13 @@ def pack_rows(
     pos: list[int] = []
     slots: list[int] = []
     ctx: list[int] = []
-    for start, n, table in zip(rows.starts, rows.lengths, rows.tables, strict=True):
+    for seq, start, n in zip(rows.seqs, rows.starts, rows.lengths, strict=True):
+        table = seq.block_table
+        if q == 1 and n == 1:  # the common case: a plain decode
+            pos.append(start)
+            slots.append(table[start // block_size] * block_size + start % block_size)
+            ctx.append(start + 1)
+            continue
         for j in range(q):
             p = start + j
             pos.append(p)
@@ -60,11 +86,7 @@ def pack_rows(
     pos += [0] * (pad * q)
     slots += [null_slot] * (pad * q)
     ctx += [1] * (pad * q)
-    flat_tables: list[int] = []
-    for table in rows.tables:
-        flat_tables += list(table) + [null_block] * (width - len(table))
-    flat_tables += [null_block] * (pad * width)
-    return pos, slots, ctx, flat_tables
+    return pos, slots, ctx
 
 
 def split_flat(flat: torch.Tensor, batch: int, width: int, q: int) -> tuple[torch.Tensor, ...]:
@@ -80,9 +102,17 @@ def split_flat(flat: torch.Tensor, batch: int, width: int, q: int) -> tuple[torc
     )
 
 
-def rows_mask(ctx: torch.Tensor, batch: int, q: int, keys: int, groups: int) -> torch.Tensor:
-    """[B, 1, q * groups, keys] (or [B, 1, 1, keys] for q == 1) from per-token context lengths."""
-    span = torch.arange(keys, device=ctx.device)
+def rows_mask(
+    ctx: torch.Tensor,
+    batch: int,
+    q: int,
+    keys: int,
+    groups: int,
+    span: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B, 1, q * groups, keys] (or [B, 1, 1, keys] for q == 1) from per-token context lengths
+    (`span`: a reusable `arange(keys)` or longer)."""
+    span = torch.arange(keys, device=ctx.device) if span is None else span[:keys]
     mask = span[None] < ctx[:, None]  # [B * q, keys]
     if q == 1:
         return mask.view(batch, 1, 1, keys)

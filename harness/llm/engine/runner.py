@@ -30,7 +30,8 @@ from harness.llm.engine.rows import (
     split_flat,
     width_bucket,
 )
-from harness.llm.engine.sampling import sample
+from harness.llm.engine.sampling import SampleSpec, Streams, sample
+from harness.llm.engine.tables import BlockTables, Staged, Staging
 
 
 class Runner(Protocol):
@@ -75,13 +76,8 @@ def kv_bytes_per_block(model: torch.nn.Module, block_size: int, layers: int | No
     return (layers or n_layers) * 2 * block_size * kv_heads * head_dim * itemsize
 
 
-def _as_ids(ids: Seq[int] | torch.Tensor, device: torch.device) -> torch.Tensor:
-    if isinstance(ids, torch.Tensor):
-        return ids.to(device=device, dtype=torch.long)
-    return torch.tensor(list(ids), dtype=torch.long).to(device)
-
-
 _COMPILED: list[Callable[..., torch.Tensor]] = []
+DEVICE_PACK = 64  # row tokens above which positions and slots are computed on the device
 
 
 def _compiled_decode() -> Callable[..., torch.Tensor]:
@@ -97,7 +93,13 @@ class ModelRunner:
 
     `shared_kv` (a `[layers, 2, num_blocks + 1, block_size, kv_heads, head_dim]` view of
     another runner's cache) makes this runner read and write that cache instead: the
-    self-draft (the target's first layers) keeps its KV in the target's own blocks.
+    self-draft (the target's first layers) keeps its KV in the target's own blocks. A draft
+    runner also shares the target's device block tables (`tables`) and random streams.
+
+    A step's host work is small and fixed: its inputs (ids, positions, slots, context
+    lengths, block-table rows and changed table entries, sampling parameters) go to the
+    device in one staged copy, sampling runs batched on the device, and one device-to-host
+    read returns the sampled tokens.
     """
 
     def __init__(
@@ -106,6 +108,8 @@ class ModelRunner:
         config: EngineConfig,
         *,
         shared_kv: torch.Tensor | None = None,
+        tables: BlockTables | None = None,
+        streams: Streams | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -138,10 +142,14 @@ class ModelRunner:
                 dtype=self.dtype,
                 pin_memory=self.device.type == "cuda",
             )
+        width = width_bucket(-(-min(config.max_model_len, nb * bs) // bs) + 1)
+        self.tables = tables or BlockTables(width, nb, self.device, rows=config.max_num_seqs)
+        self.streams = streams or Streams()
+        self.staging = Staging(self.device)
+        self._span = torch.arange(width * bs, device=self.device)  # key positions, for masks
         self.use_graphs = config.cuda_graphs and self.device.type == "cuda"
         self._graphs: dict[tuple[int, int, int], _Graph] = {}
         self._graph_pool: Any = None
-        self._generators: dict[int, torch.Generator] = {}
         self._decode_fn: Callable[..., torch.Tensor] = self.decode_step
         self.graph_replays = 0
         self.static_steps = 0
@@ -156,31 +164,34 @@ class ModelRunner:
             return []
         decodes = [it for it in out.items if it.num_tokens == 1]
         prefills = [it for it in out.items if it.num_tokens > 1]
-        rows = self.rows_of(decodes)
         ids = [it.seq.token_ids[it.start] for it in decodes]
         keep = [i for i, it in enumerate(decodes) if it.sample]
-        with torch.inference_mode():
-            row_logits, pre_logits = self.forward(rows, ids, prefills, keep)
         sampled_items = [decodes[i] for i in keep] + [it for it in prefills if it.sample]
-        logits = torch.cat([row_logits, pre_logits]) if len(pre_logits) else row_logits
-        tokens = self._sample(logits, sampled_items) if sampled_items else []
+        spec = self.sample_spec(sampled_items)
+        spec.stage(self.staging)
+        with torch.inference_mode():
+            row_logits, pre_logits, staged = self.forward(Rows.of(decodes), ids, prefills, keep)
+            spec.bind(staged)
+            logits = torch.cat([row_logits, pre_logits]) if len(pre_logits) else row_logits
+            tokens = sample(logits, spec).tolist() if sampled_items else []
         by_seq = {it.seq.seq_id: t for it, t in zip(sampled_items, tokens, strict=True)}
         return [by_seq.get(it.seq.seq_id) if it.sample else None for it in out.items]
 
-    def release(self, seq_id: int) -> None:
-        self._generators.pop(seq_id, None)
+    def sample_spec(self, items: Seq[ScheduledSeq]) -> SampleSpec:
+        """How `items` sample (their request params; one uniform per sampled row)."""
+        params = [it.seq.request.sampling for it in items]
+        keys: list[int] = []
+        counters: list[int] = []
+        for it, p in zip(items, params, strict=True):
+            if not p.greedy:
+                key, c = self.streams.take(it.seq.seq_id, p.seed, 1)
+                keys.append(key)
+                counters.append(c)
+        return SampleSpec(params, keys, counters)
 
-    def rows_of(self, items: Seq[ScheduledSeq], extra: Seq[int] = ()) -> Rows | None:
-        """Rows for scheduled items: each feeds its chunk (plus `extra[i]` more tokens)."""
-        if not items:
-            return None
-        lengths = [it.num_tokens + (extra[i] if extra else 0) for i, it in enumerate(items)]
-        return Rows(
-            starts=tuple(it.start for it in items),
-            lengths=tuple(lengths),
-            tables=tuple(tuple(it.seq.block_table) for it in items),
-            q=max(lengths),
-        )
+    def release(self, seq_id: int) -> None:
+        self.streams.release(seq_id)
+        self.tables.release(seq_id)
 
     def forward(
         self,
@@ -188,15 +199,17 @@ class ModelRunner:
         ids: Seq[int] | torch.Tensor,
         prefills: Seq[ScheduledSeq],
         row_keep: Seq[int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, Staged]:
         """One forward pass: decode rows (`ids` flat on the host, or `[B, q]` on the device),
         then prefill chunks. Returns the logits of the row tokens at the flat indices
-        `row_keep`, and of the last token of every prefill chunk that samples."""
+        `row_keep`, and of the last token of every prefill chunk that samples, and the step's
+        staged inputs (with whatever the caller queued on `self.staging` before)."""
         cfg = self.config
         static = self.use_graphs or cfg.compile_decode or cfg.static_decode
         if rows is not None and not prefills and static and rows.batch <= cfg.graph_max_batch:
-            logits = self._rows_static(rows, ids)
-            return logits[list(row_keep)], logits[:0]
+            keep_seg = self.staging.add(list(row_keep))
+            logits, staged = self._rows_static(rows, ids)
+            return logits[staged.ints(keep_seg)], logits[:0], staged
         return self._forward(rows, ids, prefills, row_keep)
 
     # -- packing ----------------------------------------------------------------------------
@@ -206,74 +219,104 @@ class ModelRunner:
         ids_in: Seq[int] | torch.Tensor,
         prefills: Seq[ScheduledSeq],
         row_keep: Seq[int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        bs, dev = self.block_size, self.device
-        id_parts: list[torch.Tensor] = []
+    ) -> tuple[torch.Tensor, torch.Tensor, Staged]:
+        bs, dev, st = self.block_size, self.device, self.staging
+        host_ids: list[int] = []
+        device_ids: torch.Tensor | None = None
         pos: list[int] = []
         slots: list[int] = []
+        ctx: list[int] = []
+        table_rows: list[int] = []
         keep = list(row_keep)
-        tables = mask_d = None
-        n_rows = 0
+        n_rows = width = 0
+        on_device = False  # row positions/slots/contexts computed on the device
         if rows is not None:
-            width = max(len(t) for t in rows.tables)
-            pos, slots, ctx, flat = pack_rows(rows, bs, self.null_block, rows.batch, width)
+            width = rows.width
+            on_device = rows.batch * rows.q > DEVICE_PACK
+            if on_device:  # many row tokens: a few device ops beat a Python loop over them
+                ctx = [*rows.starts, *rows.lengths]
+            else:
+                pos, slots, ctx = pack_rows(rows, bs, self.null_block, rows.batch)
+            table_rows = [self.tables.row(s) for s in rows.seqs]
             n_rows = rows.batch * rows.q
-            id_parts.append(_as_ids(ids_in, dev).view(-1))
-            tables = torch.tensor(flat, dtype=torch.long).view(rows.batch, width).to(dev)
-            ctx_t = torch.tensor(ctx, dtype=torch.long).to(dev)
-            mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups)
-        segments: list[PrefillSegment] = []
-        slot_parts = [torch.tensor(slots, dtype=torch.long)]
-        pre_ids: list[int] = []
+            if isinstance(ids_in, torch.Tensor):
+                device_ids = ids_in.reshape(-1)
+            else:
+                host_ids += ids_in
+        pre: list[tuple[int, int, int, int]] = []  # (offset, length, context, table row)
         n_pre_keep = 0
         for it in prefills:
             s, start, n = it.seq, it.start, it.num_tokens
-            seg_start = n_rows + len(pre_ids)
-            pre_ids.extend(s.token_ids[start : start + n])
-            p = torch.arange(start, start + n)
-            pos.extend(range(start, start + n))
-            table = torch.tensor(s.block_table, dtype=torch.long)
-            slot_parts.append(table[p // bs] * bs + p % bs)
+            offset = n_rows + len(host_ids) - (0 if device_ids is not None else n_rows)
+            host_ids += s.token_ids[start : start + n]
+            table = s.block_table
+            for p in range(start, start + n):
+                pos.append(p)
+                slots.append(table[p // bs] * bs + p % bs)
             if it.sample:
-                keep.append(seg_start + n - 1)
+                keep.append(offset + n - 1)
                 n_pre_keep += 1
-            if start == 0:
-                segments.append(PrefillSegment(seg_start, n, n, None, None))
-            else:
-                context = start + n
-                used = table[: (context + bs - 1) // bs].to(dev)
-                # Built on the device: a long chunk's mask is n x context booleans.
-                qpos = torch.arange(start, start + n, device=dev)
-                mask = torch.arange(context, device=dev)[None, :] <= qpos[:, None]
-                segments.append(PrefillSegment(seg_start, n, context, used, mask))
-        if pre_ids:
-            id_parts.append(torch.tensor(pre_ids, dtype=torch.long, device=dev))
+            pre.append((offset, n, start + n, self.tables.row(s) if start else -1))
+        total = n_rows + sum(n for _, n, _, _ in pre)
+        segs = [st.add(x) for x in (host_ids, pos, slots, ctx, table_rows, keep or [total - 1])]
+        updates = self.tables.stage(st)
+        staged = st.send()
+        self.tables.apply(staged, updates)
+        ids_t, pos_t, slots_t, ctx_t, rows_t, keep_t = (staged.ints(i) for i in segs)
+        tables = mask_d = None
+        if rows is not None:
+            tables = self.tables.gather(rows_t, width)
+            if on_device:
+                row_pos, row_slots, ctx_t = self._pack_on_device(rows, ctx_t, tables)
+                pos_t = torch.cat([row_pos, pos_t])
+                slots_t = torch.cat([row_slots, slots_t])
+            mask_d = rows_mask(ctx_t, rows.batch, rows.q, width * bs, self.groups, self._span)
+        segments: list[PrefillSegment] = []
+        for offset, n, context, row in pre:
+            if row < 0:
+                segments.append(PrefillSegment(offset, n, n, None, None))
+                continue
+            used = self.tables.tensor[row, : (context + bs - 1) // bs]
+            # Built on the device: a long chunk's mask is n x context booleans.
+            qpos = torch.arange(context - n, context, device=dev)
+            mask = torch.arange(context, device=dev)[None, :] <= qpos[:, None]
+            segments.append(PrefillSegment(offset, n, context, used, mask))
         meta = PagedMetadata(
             self.k_cache,
             self.v_cache,
             bs,
-            torch.cat(slot_parts).to(dev),
+            slots_t,
             n_rows,
             tables,
             mask_d,
             segments,
             decode_query_len=rows.q if rows is not None else 1,
         )
-        input_ids = torch.cat(id_parts)[None]
-        positions = torch.tensor(pos, dtype=torch.long, device=dev)[None]
-        total = input_ids.shape[1]
-        keep_t = torch.tensor(keep or [total - 1], dtype=torch.long, device=dev)
+        input_ids = ids_t if device_ids is None else torch.cat([device_ids, ids_t])
         self.forwards += 1
         out = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
+            input_ids=input_ids[None],
+            position_ids=pos_t[None],
             use_cache=False,
             logits_to_keep=keep_t,
             paged_metadata=meta,
         )
         logits: torch.Tensor = out.logits[0, : len(keep)]
         n_row_keep = len(keep) - n_pre_keep
-        return logits[:n_row_keep], logits[n_row_keep:]
+        return logits[:n_row_keep], logits[n_row_keep:], staged
+
+    def _pack_on_device(
+        self, rows: Rows, meta: torch.Tensor, tables: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`pack_rows` on the device from each row's start and length (`meta`)."""
+        b, q, bs = rows.batch, rows.q, self.block_size
+        j = self._span[:q]
+        pos = meta[:b, None] + j  # [B, q]
+        valid = j < meta[b:, None]
+        blocks = tables.gather(1, (pos // bs).clamp_max(tables.shape[1] - 1))
+        slots = torch.where(valid, blocks * bs + pos % bs, self.null_block * bs)
+        ctx = torch.where(valid, pos + 1, 1)
+        return pos.reshape(-1), slots.reshape(-1), ctx.reshape(-1)
 
     # -- row steps with static shapes: CUDA graphs, optional torch.compile -------------------
     def decode_step(
@@ -299,36 +342,62 @@ class ModelRunner:
             ctx,
         )
 
-    def _rows_static(self, rows: Rows, ids: Seq[int] | torch.Tensor) -> torch.Tensor:
+    def _rows_static(self, rows: Rows, ids: Seq[int] | torch.Tensor) -> tuple[torch.Tensor, Staged]:
         """Logits of every row token `[B * q, V]` from a step padded to a graph bucket."""
         q = rows.q
-        width = max(len(t) for t in rows.tables)
-        batch, width = bucket(rows.batch, self.config.graph_max_batch), width_bucket(width)
+        batch = bucket(rows.batch, self.config.graph_max_batch)
+        width = width_bucket(rows.width)
         bs, null = self.block_size, self.null_block
-        pos, slots, ctx, flat_tables = pack_rows(rows, bs, null, batch, width)
+        pos, slots, ctx = pack_rows(rows, bs, null, batch)
         on_device = isinstance(ids, torch.Tensor)
         host_ids = [0] * (batch * q) if on_device else list(ids) + [0] * ((batch - rows.batch) * q)
-        host = torch.tensor(host_ids + pos + slots + ctx + flat_tables, dtype=torch.long)
+        table_rows = [self.tables.row(s) for s in rows.seqs]
+        table_rows += [self.tables.null_row] * (batch - rows.batch)
+        st = self.staging
+        flat_seg = st.add(host_ids + pos + slots + ctx)
+        rows_seg = st.add(table_rows)
+        updates = self.tables.stage(st)
+        staged = st.send()
+        self.tables.apply(staged, updates)
         n = rows.batch * q
         self.static_steps += 1
         if not self.use_graphs:
-            flat = host.to(self.device)
-            if isinstance(ids, torch.Tensor):
-                flat[:n].copy_(ids.reshape(-1))
-            return self._decode_fn(*split_flat(flat, batch, width, q))[0, :n]
+            flat = torch.empty(batch * (4 * q + width), dtype=torch.long, device=self.device)
+            self._fill(flat, staged, flat_seg, rows_seg, ids, batch, width, q, n)
+            return self._decode_fn(*split_flat(flat, batch, width, q))[0, :n], staged
         g = self._graphs.get((batch, width, q))
         if g is None:
             try:
                 g = self._capture(batch, width, q)
             except RuntimeError as e:  # a model whose forward cannot be captured: run eager
                 self.use_graphs, self.graph_error = False, repr(e)
-                return self._rows_static(rows, ids)
-        g.inputs.copy_(host, non_blocking=True)
-        if isinstance(ids, torch.Tensor):
-            g.inputs[:n].copy_(ids.reshape(-1))
+                flat = torch.empty(batch * (4 * q + width), dtype=torch.long, device=self.device)
+                self._fill(flat, staged, flat_seg, rows_seg, ids, batch, width, q, n)
+                return self._decode_fn(*split_flat(flat, batch, width, q))[0, :n], staged
+        self._fill(g.inputs, staged, flat_seg, rows_seg, ids, batch, width, q, n)
         g.graph.replay()
         self.graph_replays += 1
-        return g.logits[0, :n]
+        return g.logits[0, :n], staged
+
+    def _fill(
+        self,
+        flat: torch.Tensor,
+        staged: Staged,
+        flat_seg: int,
+        rows_seg: int,
+        ids: Seq[int] | torch.Tensor,
+        batch: int,
+        width: int,
+        q: int,
+        n: int,
+    ) -> None:
+        """Device-to-device: the staged ids/positions/slots/contexts, then the gathered block
+        tables, into a static input buffer (`split_flat` layout)."""
+        t = batch * q
+        flat[: 4 * t].copy_(staged.ints(flat_seg))
+        flat[4 * t :].view(batch, width).copy_(self.tables.gather(staged.ints(rows_seg), width))
+        if isinstance(ids, torch.Tensor):
+            flat[:n].copy_(ids.reshape(-1))
 
     def _capture(self, batch: int, width: int, q: int) -> _Graph:
         t0 = time.perf_counter()
@@ -371,22 +440,7 @@ class ModelRunner:
                         if key not in self._graphs:
                             self._capture(*key)
 
-    # -- sampling and block copies ----------------------------------------------------------
-    def _sample(self, logits: torch.Tensor, items: list[ScheduledSeq]) -> list[int]:
-        params = [it.seq.request.sampling for it in items]
-        gens = [self.generator(it.seq.seq_id, p.seed) for it, p in zip(items, params, strict=True)]
-        return sample(logits, params, gens)
-
-    def generator(self, seq_id: int, seed: int | None) -> torch.Generator | None:
-        if seed is None:
-            return None
-        gen = self._generators.get(seq_id)
-        if gen is None:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(seed)
-            self._generators[seq_id] = gen
-        return gen
-
+    # -- block copies ------------------------------------------------------------------------
     def copy_blocks(self, ops: Seq[CopyOp]) -> None:
         if not ops or self.cpu_kv is None:
             return

@@ -13,6 +13,7 @@ prefix go back to the pool, so the books stay exact whatever is rejected.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
@@ -116,31 +117,35 @@ class Scheduler:
         self.expire_pins(now)
         budget = self.config.max_batched_tokens
         items: list[ScheduledSeq] = []
-        ordered = sorted(self.running, key=lambda s: (not self._decoding(s), self._priority(s)))
+        ordered = deque(
+            sorted(self.running, key=lambda s: (not self._decoding(s), self._priority(s)))
+        )
         kept: list[Sequence] = []
         preempted = False
+        bs = self.config.block_size
         while ordered:
-            seq = ordered.pop(0)
+            seq = ordered.popleft()
             if budget == 0:
                 kept.append(seq)
                 continue
-            n = min(seq.num_tokens - seq.num_computed, budget)
+            n = min(len(seq.token_ids) - seq.num_computed, budget)
             spec, k = self._speculate(seq, n, budget)
-            need = self._blocks_for(seq.num_computed + n + k) - len(seq.block_table)
-            while self.bm.num_free < need and self._drop_pin(now, any_pin=True):
-                pass
-            while self.bm.num_free < need:
-                preempted = True
-                if ordered:
-                    victim = max(ordered, key=self._priority)
-                    ordered.remove(victim)
-                    self._preempt(victim)
-                else:
-                    self._preempt(seq)
+            need = -(-(seq.num_computed + n + k) // bs) - len(seq.block_table)
+            if need > 0:
+                while self.bm.num_free < need and self._drop_pin(now, any_pin=True):
+                    pass
+                while self.bm.num_free < need:
+                    preempted = True
+                    if ordered:
+                        victim = max(ordered, key=self._priority)
+                        ordered.remove(victim)
+                        self._preempt(victim)
+                    else:
+                        self._preempt(seq)
+                        break
+                if seq.state is not SeqState.RUNNING:
                     break
-            if seq.state is not SeqState.RUNNING:
-                break
-            seq.block_table += self.bm.allocate(max(0, need))
+                seq.block_table += self.bm.allocate(need)
             items.append(self._item(seq, n, spec, k))
             budget -= n + k
             kept.append(seq)
@@ -180,7 +185,7 @@ class Scheduler:
             return False, 0
         if not self._decoding(seq) or seq.num_tokens <= seq.prompt_len:
             return False, 0
-        remaining = seq.request.max_tokens - len(seq.generated)
+        remaining = seq.request.max_tokens - seq.num_generated
         # Never past max_tokens or the window: the final-size reservation covers every draft.
         k = min(self.draft_len(seq), remaining, self.max_len - seq.num_tokens, budget - n)
         return True, max(0, k)
@@ -352,14 +357,11 @@ class Scheduler:
             else:
                 tokens = (res,) if it.sample and res is not None else ()
                 computed = it.start + it.num_tokens
-            reason = None
-            for tok in tokens:
-                seq.token_ids.append(tok)
+            n, reason = self._finish_reason(seq, tokens)
+            if n:
+                seq.token_ids += tokens[:n]
                 if seq.first_token_time is None:
                     seq.first_token_time = now
-                reason = self._finish_reason(seq, tok)
-                if reason is not None:  # a stop inside accepted tokens drops the rest
-                    break
             # The last token is never computed (its logits come from feeding it next step).
             seq.num_computed = min(computed, seq.num_tokens - 1)
             full = seq.num_computed // bs
@@ -384,15 +386,26 @@ class Scheduler:
             del seq.block_table[keep:]
             self.bm.free(extra)  # never hashed (past num_computed), so straight to empty
 
-    def _finish_reason(self, seq: Sequence, tok: int) -> str | None:
+    def _finish_reason(self, seq: Sequence, tokens: Seq[int]) -> tuple[int, str | None]:
+        """How many of `tokens` the sequence appends, and why it finishes after them (None:
+        it goes on). A stop (EOS, a stop id or a stop string) inside them drops the rest."""
         req = seq.request
-        if not req.ignore_eos and (tok in self.eos or tok in req.stop_token_ids):
-            return "stop"
-        if req.stop_fn is not None and req.stop_fn(seq.generated):
-            return "stop"
-        if len(seq.generated) >= req.max_tokens or seq.num_tokens >= self.max_len:
-            return "length"
-        return None
+        eos = () if req.ignore_eos else self.eos
+        stop_ids = () if req.ignore_eos else req.stop_token_ids
+        generated, total = seq.num_generated, seq.num_tokens
+        n, reason = len(tokens), None
+        for i, tok in enumerate(tokens):
+            if tok in eos or tok in stop_ids:
+                n, reason = i + 1, "stop"
+                break
+            if generated + i + 1 >= req.max_tokens or total + i + 1 >= self.max_len:
+                n, reason = i + 1, "length"
+                break
+        if seq.stop is not None and n:
+            j = seq.stop.feed(tokens[:n])
+            if j is not None:  # a stop string completes first (or with the last token)
+                return j + 1, "stop"
+        return n, reason
 
     def _finish(self, seq: Sequence, reason: str, now: float) -> None:
         self.running.remove(seq)

@@ -6,6 +6,7 @@ import enum
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class SeqState(enum.Enum):
@@ -27,7 +28,15 @@ class SamplingParams:
         return self.temperature <= 0.0
 
 
-StopFn = Callable[[Seq[int]], bool]  # generated ids -> stop now?
+class StopChecker(Protocol):
+    """Stop strings over one sequence's output, fed each step's new tokens once, in order."""
+
+    def feed(self, tokens: Seq[int]) -> int | None:
+        """Index in `tokens` of the token that completes a stop string, or None."""
+        ...
+
+
+StopFn = Callable[[], StopChecker]  # a fresh checker for each sequence of a request
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class EngineRequest:
     max_tokens: int = 256
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_token_ids: frozenset[int] = frozenset()
-    stop_fn: StopFn | None = None
+    stop_fn: StopFn | None = None  # stop strings (the client builds the checker)
     program_id: str | None = None
     last_turn: bool = False
     next_tool: str | None = None
@@ -66,10 +75,19 @@ class Sequence:
     finish_reason: str | None = None
     first_token_time: float | None = None
     finish_time: float | None = None
+    stop: StopChecker | None = None
+
+    def __post_init__(self) -> None:
+        if self.request.stop_fn is not None:
+            self.stop = self.request.stop_fn()
 
     @property
     def prompt_len(self) -> int:
         return len(self.request.prompt_ids)
+
+    @property
+    def num_generated(self) -> int:
+        return len(self.token_ids) - len(self.request.prompt_ids)
 
     @property
     def num_tokens(self) -> int:

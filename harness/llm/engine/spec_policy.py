@@ -146,6 +146,8 @@ def best_k(rate: float, cost_ratio: float, k_max: int) -> int:
         value = expected_tokens(rate, k) / (1.0 + cost_ratio * k)
         if value > best_value + 1e-12:
             best, best_value = k, value
+        elif k > best + 1:  # the ratio is unimodal in k: past its peak it only falls
+            break
     return best
 
 
@@ -232,7 +234,7 @@ class TokenPolicy:
             if k > 0 and seq.request.sampling.greedy:
                 k = max(k, self._shared)
         # One token short of max_tokens: the round's own target token completes it.
-        remaining = seq.request.max_tokens - len(seq.generated)
+        remaining = seq.request.max_tokens - seq.num_generated
         return max(0, min(k, remaining - 1))
 
     def scored(self, seq: Sequence, draft: int) -> bool:
@@ -298,7 +300,7 @@ class StepPolicy:
 
     def draft_len(self, seq: Sequence) -> int:
         st = self._state(seq)
-        remaining = seq.request.max_tokens - len(seq.generated)
+        remaining = seq.request.max_tokens - seq.num_generated
         if st.phase == "draft":
             return max(0, min(self.config.step_max_tokens, remaining))
         left = self.config.step_max_tokens - st.written
@@ -307,7 +309,7 @@ class StepPolicy:
             # Rows drafting whole steps make the draft run step_max_tokens forwards anyway;
             # drafting to this step's end then costs only verification (one padded pass).
             k = max(k, self._step_drafts)
-        return max(0, min(k, left - 1, seq.request.max_tokens - len(seq.generated) - 1))
+        return max(0, min(k, left - 1, seq.request.max_tokens - seq.num_generated - 1))
 
     def scored(self, seq: Sequence, draft: int) -> bool:
         return draft > 0 and self._state(seq).phase == "draft"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""In-sandbox executor: serves exec / read / write requests on a unix socket.
+"""In-sandbox executor: serves exec / read / write / tree-copy requests on a unix socket.
 
 Runs inside every sandbox (docker container, bwrap, local process). Stdlib only, and plain
 enough for any Python 3.6+, because environment images carry whatever /usr/bin/python3 they
@@ -8,12 +8,19 @@ reply frame is one type byte, a 4-byte length and a payload. Types: b"o" / b"e" 
 (only when streaming), b"r" the final JSON result. The first connection of the host is a lease:
 when it closes (the host exited or crashed) the agent kills every command and exits, which
 lets a container with auto-remove disappear on its own.
+
+With --run-as UID:GID the agent is the only process of its uid: every command, file access
+and kill happens in a child that has dropped to that uid (no groups, no capabilities), so
+sandboxed code can neither signal, trace nor replace the agent, nor write its socket's
+directory.
 """
 
 import argparse
 import base64
 import json
 import os
+import pwd
+import resource
 import select
 import signal
 import socket
@@ -23,11 +30,17 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 
 CHUNK = 65536
 LEASE_GRACE_S = 30.0
+MAX_REQUEST = 1 << 30
+RLIMITS = {"nproc": resource.RLIMIT_NPROC, "as": resource.RLIMIT_AS, "fsize": resource.RLIMIT_FSIZE}
 _children = set()
 _children_lock = threading.Lock()
+_state = {"lease": False, "run_as": None}
+# as_user forks a threaded process; its child only runs code that takes no lock.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class Capped(object):
@@ -62,7 +75,7 @@ class Capped(object):
 def recv_exact(conn, n):
     buf = b""
     while len(buf) < n:
-        part = conn.recv(n - len(buf))
+        part = conn.recv(min(n - len(buf), 1 << 20))
         if not part:
             raise EOFError()
         buf += part
@@ -77,10 +90,67 @@ def send_result(conn, obj):
     send_frame(conn, b"r", json.dumps(obj).encode("utf-8"))
 
 
-def kill_tree(proc, marker):
-    """SIGKILL the command's process group, then any process still carrying its marker."""
+def drop_privileges():
+    uid, gid = _state["run_as"]
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+
+
+def user_kwargs():
+    """Popen arguments that start a command as the sandbox user (nothing without --run-as)."""
+    if _state["run_as"] is None:
+        return {}
+    if sys.version_info >= (3, 9):  # done in C after fork: safe in a threaded process
+        uid, gid = _state["run_as"]
+        return {"user": uid, "group": gid, "extra_groups": []}
+    return {"preexec_fn": drop_privileges}
+
+
+def as_user(fn, *args):
+    """fn(*args) in a child that dropped to the sandbox user; its JSON-able value comes back."""
+    if _state["run_as"] is None:
+        return fn(*args)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            os.close(rfd)
+            drop_privileges()
+            out = {"ok": True, "value": fn(*args)}
+        except BaseException as exc:
+            out = {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+        try:
+            data = json.dumps(out).encode("utf-8")
+            while data:
+                data = data[os.write(wfd, data) :]
+        except BaseException:
+            code = 1
+        os._exit(code)
+    os.close(wfd)
+    chunks = []
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        while True:
+            part = os.read(rfd, 1 << 20)
+            if not part:
+                break
+            chunks.append(part)
+    finally:
+        os.close(rfd)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise OSError("the helper process died")
+    res = json.loads(b"".join(chunks).decode("utf-8"))
+    if not res["ok"]:
+        raise OSError(res["error"])
+    return res["value"]
+
+
+def _kill_tree(pgid, marker):
+    marker = marker.encode()
+    try:
+        os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
     for _ in range(5):
@@ -104,6 +174,85 @@ def kill_tree(proc, marker):
         time.sleep(0.02)
 
 
+class Killer(object):
+    """A process of the sandbox user, forked before any command runs, that kills on request.
+
+    Killing needs no fork then, so it works when a fork bomb has used up every pid; and it
+    runs as the commands' uid, the only one that may read their environments (markers).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pid = None
+        self.to = self.back = None
+
+    def start(self):
+        req_r, req_w = os.pipe()
+        ack_r, ack_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(req_w)
+                os.close(ack_r)
+                drop_privileges()
+                inbox = os.fdopen(req_r, "r")
+                for line in iter(inbox.readline, ""):
+                    parts = line.split()
+                    if parts[0] == "all":
+                        _kill_all()
+                    else:
+                        _kill_tree(int(parts[1]), parts[2])
+                    os.write(ack_w, b"k")
+            finally:
+                os._exit(0)
+        os.close(req_r)
+        os.close(ack_w)
+        self.pid, self.to, self.back = pid, req_w, ack_r
+
+    def request(self, line):
+        with self.lock:
+            for _ in range(2):  # the sandbox user may have killed it: start another once
+                if self.pid is None:
+                    self.start()
+                try:
+                    os.write(self.to, line.encode() + b"\n")
+                    if os.read(self.back, 1) == b"k":
+                        return
+                except OSError:
+                    pass
+                for fd in (self.to, self.back):
+                    os.close(fd)
+                try:
+                    os.waitpid(self.pid, 0)
+                except OSError:
+                    pass
+                self.pid = None
+
+
+_killer = Killer()
+
+
+def kill_tree(proc, marker):
+    """SIGKILL the command's process group, then any process still carrying its marker."""
+    try:
+        if _state["run_as"] is None:
+            _kill_tree(proc.pid, marker.decode())
+        else:
+            _killer.request("tree %d %s" % (proc.pid, marker.decode()))
+    except (IOError, OSError, ValueError):
+        pass
+
+
+def missing(argv, env):
+    """Whether a bare command name is on no PATH entry (execvp reports EACCES instead of
+    ENOENT when an entry is one the sandbox user may not search, like root's home)."""
+    name = argv[0] if argv else ""
+    if not name or "/" in name:
+        return False
+    dirs = (env.get("PATH") or os.defpath).split(os.pathsep)
+    return not any(os.path.exists(os.path.join(d or ".", name)) for d in dirs)
+
+
 def do_exec(conn, req, workdir):
     eid = uuid.uuid4().hex
     marker = ("HARNESS_EXEC_ID=%s" % eid).encode()
@@ -124,9 +273,10 @@ def do_exec(conn, req, workdir):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            **user_kwargs(),
         )
-    except (OSError, ValueError) as exc:
-        code = 127 if isinstance(exc, FileNotFoundError) else 126
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        code = 127 if isinstance(exc, FileNotFoundError) or missing(req["argv"], env) else 126
         send_result(
             conn,
             {
@@ -225,42 +375,149 @@ def do_exec(conn, req, workdir):
     )
 
 
+def _read(path, limit):
+    with open(path, "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        return None
+    return base64.b64encode(data).decode("ascii")
+
+
+def _write(path, data, mode):
+    parent = os.path.dirname(path)
+    if parent and not os.path.isdir(parent):
+        os.makedirs(parent)
+    tmp = "%s.harness-tmp-%s" % (path, uuid.uuid4().hex[:8])
+    with open(tmp, "wb") as fh:
+        fh.write(base64.b64decode(data))
+    if mode is not None:
+        os.chmod(tmp, int(mode))
+    elif os.path.exists(path):
+        os.chmod(tmp, os.stat(path).st_mode & 0o7777)
+    os.rename(tmp, path)
+
+
+def _error(exc):
+    return {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)}
+
+
 def do_read(conn, req, workdir):
-    path = os.path.join(workdir, req["path"])
     limit = int(req.get("limit") or (64 << 20))
     try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+        data = as_user(_read, os.path.join(workdir, req["path"]), limit)
     except (IOError, OSError) as exc:
-        send_result(conn, {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+        send_result(conn, _error(exc))
         return
-    if len(data) > limit:
+    if data is None:
         send_result(conn, {"ok": False, "error": "file is larger than %d bytes" % limit})
         return
-    send_result(conn, {"ok": True, "data": base64.b64encode(data).decode("ascii")})
+    send_result(conn, {"ok": True, "data": data})
 
 
 def do_write(conn, req, workdir):
-    path = os.path.join(workdir, req["path"])
     try:
-        parent = os.path.dirname(path)
-        if parent and not os.path.isdir(parent):
-            os.makedirs(parent)
-        tmp = "%s.harness-tmp-%s" % (path, uuid.uuid4().hex[:8])
-        with open(tmp, "wb") as fh:
-            fh.write(base64.b64decode(req["data"]))
-        if req.get("mode") is not None:
-            os.chmod(tmp, int(req["mode"]))
-        elif os.path.exists(path):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        os.rename(tmp, path)
+        as_user(_write, os.path.join(workdir, req["path"]), req["data"], req.get("mode"))
     except (IOError, OSError) as exc:
-        send_result(conn, {"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+        send_result(conn, _error(exc))
         return
     send_result(conn, {"ok": True})
 
 
+def _setup(workdir, src, scratch):
+    if src:
+        cp = subprocess.Popen(
+            ["cp", "-a", src.rstrip("/") + "/.", workdir + "/"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        err = cp.communicate()[1]
+        if cp.returncode != 0:
+            raise OSError("cp: %s" % err.decode("utf-8", "replace")[-2000:].strip())
+    if scratch and not os.path.isdir(scratch):
+        os.makedirs(scratch)
+
+
+def do_setup(conn, req, workdir):
+    """Make the work tree the sandbox user's, fill it from `src`, create the scratch dir."""
+    try:
+        run_as = _state["run_as"]
+        if req.get("own_workdir") and run_as is not None:
+            os.chown(workdir, run_as[0], run_as[1])
+        as_user(_setup, workdir, req.get("src"), req.get("scratch"))
+    except (IOError, OSError) as exc:
+        send_result(conn, _error(exc))
+        return
+    send_result(conn, {"ok": True})
+
+
+def _collect(pipe, buf):
+    for data in iter(lambda: pipe.read(CHUNK), b""):
+        buf.write(data)
+
+
+def do_pack(conn, req, workdir):
+    """Stream the work tree as a tar archive (b"o" frames), then a result."""
+    proc = subprocess.Popen(
+        ["tar", "-C", workdir, "-cf", "-", "."],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **user_kwargs(),
+    )
+    err = Capped(8192)
+    reader = threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True)
+    reader.start()
+    try:
+        for data in iter(lambda: os.read(proc.stdout.fileno(), CHUNK), b""):
+            send_frame(conn, b"o", data)
+    except (IOError, OSError):
+        kill_tree(proc, b"-")
+        proc.wait()
+        return
+    code = proc.wait()
+    reader.join()
+    send_result(conn, {"exit_code": code, "stderr": err.value()[0]})
+
+
+def do_unpack(conn, req, workdir):
+    """Extract a tar archive sent as length-prefixed chunks (an empty one ends it)."""
+    proc = subprocess.Popen(
+        ["tar", "-C", workdir, "-xpf", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **user_kwargs(),
+    )
+    err = Capped(8192)
+    reader = threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True)
+    reader.start()
+    try:
+        while True:
+            size = struct.unpack(">I", recv_exact(conn, 4))[0]
+            if size == 0:
+                break
+            proc.stdin.write(recv_exact(conn, size))
+        proc.stdin.close()
+    except (IOError, OSError, EOFError):
+        kill_tree(proc, b"-")
+    code = proc.wait()
+    reader.join()
+    send_result(conn, {"exit_code": code, "stderr": err.value()[0]})
+
+
+def _kill_all():
+    os.kill(-1, signal.SIGKILL)  # as the sandbox user, in the sandbox's pid namespace
+
+
 def shutdown():
+    if _state["run_as"] is not None:
+        try:
+            _killer.request("all")
+        except (IOError, OSError, ValueError):
+            pass
     with _children_lock:
         procs = list(_children)
     for proc in procs:
@@ -271,13 +528,28 @@ def shutdown():
     os._exit(0)
 
 
-def handle(conn, workdir, lease_state):
+OPS = {
+    "exec": do_exec,
+    "read": do_read,
+    "write": do_write,
+    "setup": do_setup,
+    "pack": do_pack,
+    "unpack": do_unpack,
+}
+
+
+def handle(conn, workdir):
     try:
         size = struct.unpack(">I", recv_exact(conn, 4))[0]
+        if size > MAX_REQUEST:
+            return
         req = json.loads(recv_exact(conn, size).decode("utf-8"))
         op = req.get("op")
         if op == "lease":
-            lease_state["held"] = True
+            if _state["lease"]:
+                send_result(conn, {"ok": False, "error": "the lease is already held"})
+                return
+            _state["lease"] = True
             send_result(
                 conn,
                 {
@@ -290,12 +562,8 @@ def handle(conn, workdir, lease_state):
             while conn.recv(1):
                 pass
             shutdown()
-        elif op == "exec":
-            do_exec(conn, req, workdir)
-        elif op == "read":
-            do_read(conn, req, workdir)
-        elif op == "write":
-            do_write(conn, req, workdir)
+        elif op in OPS:
+            OPS[op](conn, req, workdir)
         elif op == "ping":
             send_result(conn, {"ok": True})
         else:
@@ -309,34 +577,86 @@ def handle(conn, workdir, lease_state):
             pass
 
 
+def user_env(uid):
+    """HOME, USER and LOGNAME of the sandbox user for commands, unless set on purpose."""
+    try:
+        own = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        own = None
+    if os.environ.get("HOME") not in (None, "", own):
+        return
+    try:
+        entry = pwd.getpwuid(uid)
+        home, name = entry.pw_dir, entry.pw_name
+    except KeyError:
+        home, name = "/tmp", "sandbox"
+    if not os.path.isdir(home):
+        home = "/tmp"
+    os.environ.update({"HOME": home, "USER": name, "LOGNAME": name})
+
+
+def lock_down():
+    """Make the agent non-dumpable (a same-uid process can then neither trace nor read it),
+    set no_new_privs for it and its commands, and clear its inheritable capabilities."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: no setuid binary lifts a command
+        header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, self
+        data = (ctypes.c_uint32 * 6)()  # {effective, permitted, inheritable} x 2
+        if libc.capget(header, data) == 0 and (data[2] or data[5]):
+            data[2] = data[5] = 0
+            libc.capset(header, data)
+    except Exception:
+        pass
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--socket", required=True)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--run-as", default=None, help="UID:GID that commands run as")
+    parser.add_argument("--socket-mode", default="600", help="octal mode of the socket")
+    parser.add_argument("--rlimit", action="append", default=[], help="nproc|as|fsize=N")
     args = parser.parse_args()
+    if args.run_as:
+        uid, gid = args.run_as.split(":")
+        _state["run_as"] = (int(uid), int(gid))
+        user_env(int(uid))
+    for item in args.rlimit:  # inherited by every command
+        name, value = item.split("=")
+        resource.setrlimit(RLIMITS[name], (int(value), int(value)))
+    lock_down()
+    if _state["run_as"] is not None:
+        _killer.start()
     signal.signal(signal.SIGTERM, lambda *_: shutdown())
     if os.path.exists(args.socket):
         os.unlink(args.socket)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0)
+    old = os.umask(0o077)
     try:
         server.bind(args.socket + ".tmp")
     finally:
         os.umask(old)
+    os.chmod(args.socket + ".tmp", int(args.socket_mode, 8))
     server.listen(64)
     os.rename(args.socket + ".tmp", args.socket)  # appears only once it accepts
-    lease_state = {"held": False}
     started = time.monotonic()
     server.settimeout(1.0)
     while True:
         try:
             conn, _ = server.accept()
         except socket.timeout:
-            if not lease_state["held"] and time.monotonic() - started > LEASE_GRACE_S:
+            if not _state["lease"] and time.monotonic() - started > LEASE_GRACE_S:
                 shutdown()
             continue
         conn.settimeout(None)
-        threading.Thread(target=handle, args=(conn, args.workdir, lease_state), daemon=True).start()
+        try:
+            threading.Thread(target=handle, args=(conn, args.workdir), daemon=True).start()
+        except RuntimeError:  # no thread left (a fork bomb holds every pid): answer inline
+            handle(conn, args.workdir)
 
 
 if __name__ == "__main__":

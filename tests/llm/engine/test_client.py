@@ -181,3 +181,33 @@ async def test_closing_a_stream_early_aborts_its_request(tokenizer: Any) -> None
         assert not llm.engine.has_unfinished() and not llm._pending and not llm._progress
         # ... and the engine keeps serving.
         assert (await llm.chat(_req("next", n=4))).usage.completion_tokens >= 1
+
+
+class _CountingTokenizer:
+    """The byte tokenizer, recording how many ids each decode call gets."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.decoded: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def decode(self, ids: Any, **kw: Any) -> Any:
+        self.decoded.append(len(ids))
+        return self.inner.decode(ids, **kw)
+
+
+async def test_streaming_and_stop_strings_decode_only_new_tokens(tokenizer: Any) -> None:
+    """A long stream (with a stop string that never matches) decodes a few tokens per step,
+    not the whole output each time: its cost is linear in its length."""
+    counting = _CountingTokenizer(tokenizer)
+    cfg = EngineConfig(block_size=8, num_blocks=128, max_batched_tokens=64, max_model_len=1000)
+    async with EngineLLM(tiny_model(), counting, config=cfg) as llm:
+        req = _req("stream a long one", n=300, stop=("never-in-a-byte-model-output\x00",))
+        counting.decoded.clear()
+        events = [e async for e in llm.stream(req)]
+        n = events[-1].usage.completion_tokens  # type: ignore[union-attr]
+        assert n >= 200
+        assert max(counting.decoded) <= 12  # incremental: a window, never the whole output
+        assert sum(counting.decoded) <= 20 * n  # two incremental decoders (stream, stops)

@@ -222,7 +222,8 @@ def test_the_deciding_parts_do_not_import_torch() -> None:
     code = (
         "import sys; import harness.llm.engine.scheduler, harness.llm.engine.kv, "
         "harness.llm.engine.ttl, harness.llm.engine.plan, harness.llm.engine.clock, "
-        "harness.llm.engine.conformal, harness.llm.engine.spec_policy, harness.llm.engine.load; "
+        "harness.llm.engine.conformal, harness.llm.engine.spec_policy, harness.llm.engine.load, "
+        "harness.llm.engine.suffix, harness.llm.stops; "
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
