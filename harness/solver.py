@@ -88,9 +88,13 @@ class PipelineSolver:
             max_usd=self.config.budget.max_usd,
             ledger=SpendLedger(run_dir / "spend.jsonl"),
         )
-        llm = BudgetedLLM(await self.model(), budget, self.prices)
+        # `concurrency.llm_calls` bounds this run's calls in flight before they reserve.
+        slots = asyncio.Semaphore(self.config.concurrency.llm_calls)
+        llm = BudgetedLLM(await self.model(), budget, self.prices, slots=slots)
         cheap = await self.context_model()
-        context_llm = BudgetedLLM(cheap, budget, self.prices) if cheap is not None else None
+        context_llm = (
+            BudgetedLLM(cheap, budget, self.prices, slots=slots) if cheap is not None else None
+        )
 
         def usage() -> tuple[int, float]:
             totals = budget.totals

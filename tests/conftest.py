@@ -30,14 +30,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     client = connect()
     try:
-        for image in client.images.list(filters={"label": LABEL_IMAGE}):
-            if not image.labels.get(LABEL_IMAGE, "").startswith("snapshot-"):
+        # The low-level listing: the SDK's `images.list` inspects each image it lists and
+        # fails on one another session removes meanwhile.
+        for image in client.api.images(filters={"label": LABEL_IMAGE}):
+            labels = image.get("Labels") or {}
+            if not labels.get(LABEL_IMAGE, "").startswith("snapshot-"):
                 continue
-            created = datetime.fromisoformat(image.attrs["Created"][:19]).replace(tzinfo=UTC)
-            if created >= SESSION_START:
+            if datetime.fromtimestamp(image["Created"], UTC) >= SESSION_START:
                 with warnings.catch_warnings():  # one still in use elsewhere stays
                     warnings.simplefilter("ignore")
-                    _remove_image(client, image.id)
+                    _remove_image(client, image["Id"])
     finally:
         client.close()
 

@@ -224,6 +224,10 @@ class BudgetedLLM:
     The usage a backend reports is checked (`checked_usage`): a call reporting negative counts
     is charged its whole reservation and fails; counts beyond the request's limits are clamped
     and logged as a warning. The cost comes from `prices` when they know the model.
+
+    With `slots`, a call takes a slot before it reserves: only calls about to be sent hold a
+    reservation, so a crash strands (charges at their reservation) the calls in flight, not
+    every call queued behind them.
     """
 
     def __init__(
@@ -233,17 +237,25 @@ class BudgetedLLM:
         prices: PriceTable | None = None,
         *,
         estimate: Callable[[ChatRequest], int] = estimate_prompt_tokens,
+        slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.inner = inner
         self.budget = budget
         self._prices = prices or {}
         self._estimate = estimate
+        self._slots = slots
 
     @property
     def model_name(self) -> str:
         return self.inner.model_name
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
+        if self._slots is None:
+            return await self._chat(request)
+        async with self._slots:
+            return await self._chat(request)
+
+    async def _chat(self, request: ChatRequest) -> ChatResponse:
         worst = Usage(self._estimate(request), request.sampling.max_tokens)
         reservation = await self.budget.reserve(worst.total_tokens, self._cost(worst, 0.0))
         try:

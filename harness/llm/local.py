@@ -31,6 +31,8 @@ from harness.errors import ContextTooLong, LLMError, ModelSpecError
 from harness.llm.base import ChatRequest, ChatResponse, FinishReason, TextDelta, Usage
 from harness.llm.stops import IncrementalDetokenizer, StopScanner
 
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch.manual_seed accepts
+
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
 # A GGUF file holds ~4-bit weights that load dequantized to 16 bits or more.
@@ -326,6 +328,10 @@ class LocalLLM:
                 f"prompt is {n_prompt} tokens but {self._name}'s context window is {window} tokens",
                 hint="shorten the messages (less context, truncated tool output)",
             )
+        seed = request.sampling.seed
+        if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+            low, high = SEED_RANGE
+            raise LLMError(f"seed {seed} is out of range", hint=f"use one in [{low}, {high}]")
         max_new = request.sampling.max_tokens
         if window is not None:
             max_new = min(max_new, window - n_prompt)

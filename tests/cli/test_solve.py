@@ -247,7 +247,7 @@ def test_a_resumed_run_continues_the_recorded_spend(tmp_path: Path) -> None:
         biggest = server.biggest_call
 
     summary = json.loads(out)
-    assert billed > billed_first, "the resumed run made no call"
+    assert billed > billed_first, f"the resumed run made no call: {out[-2000:]}"
     assert billed <= cap + biggest, f"billed {billed} over both runs, cap {cap}"
     # The summary counts both processes: all that was billed (calls the kill cut off count
     # at their reservation, which is at least what they billed), and within the cap.

@@ -287,3 +287,26 @@ async def test_a_new_budget_continues_the_spend_a_ledger_recorded(tmp_path: Path
     with pytest.raises(BudgetExceeded, match=r"spent 250 of 1000 tokens \(1 call\(s\) an"):
         await again.reserve(800)
     assert await again.reserve(750)
+
+
+async def test_calls_queued_for_a_slot_hold_no_reservation(tmp_path: Path) -> None:
+    """Six trajectories share one call slot: only the call being sent is reserved in the
+    ledger, so a kill at that moment charges one call at its reservation, not six."""
+    ledger = SpendLedger(tmp_path / "spend.jsonl")
+    budget = Budget(max_tokens=100_000, ledger=ledger)
+    gate = asyncio.Event()
+
+    async def wait_for_gate(seconds: float) -> None:
+        await gate.wait()
+
+    inner = ScriptedLLM(["ok"] * 6, latency_s=1.0, sleep=wait_for_gate)
+    llm = BudgetedLLM(inner, budget, slots=asyncio.Semaphore(1))
+    calls = [asyncio.create_task(llm.chat(ask(50))) for _ in range(6)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # The process dies here: a new budget reads what the ledger says was in flight.
+    assert Budget(ledger=ledger).totals.cut_off_calls == 1
+    assert budget.held.tokens == estimate_prompt_tokens(ask(50)) + 50
+    gate.set()
+    await asyncio.gather(*calls)
+    assert budget.totals.calls == 6 and Budget(ledger=ledger).totals.cut_off_calls == 0

@@ -77,6 +77,18 @@ async def test_context_too_long_names_both_numbers(tiny_llm: LocalLLM) -> None:
     assert f"context window is {CONTEXT_WINDOW} tokens" in str(info.value)
 
 
+async def test_a_seed_torch_cannot_take_is_refused_and_the_model_keeps_serving(
+    tiny_llm: LocalLLM,
+) -> None:
+    bad = ChatRequest(
+        messages=(Message("user", "hi"),),
+        sampling=Sampling(max_tokens=3, temperature=1.0, seed=1180591620717411303424),
+    )
+    with pytest.raises(LLMError, match=r"seed .* is out of range"):
+        await tiny_llm.chat(bad)
+    assert (await tiny_llm.chat(ask("hello", max_tokens=3))).usage.completion_tokens == 3
+
+
 def test_missing_directory_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(ModelSpecError, match="does not exist"):
         LocalLLM.from_pretrained(str(tmp_path / "nope"))

@@ -102,7 +102,8 @@ def test_a_converted_gguf_loads_the_same_model(
     from harness.llm import local
 
     store = ModelStore(tmp_path_factory.mktemp("cache") / "models")
-    asyncio.run(store.ensure(DEFAULT_MODEL, from_wheel=WHEEL if WHEEL.is_file() else None))
+    wheel = build_wheel(tmp_path_factory.mktemp("wheel"))
+    asyncio.run(store.ensure(DEFAULT_MODEL, from_wheel=wheel))
     path = store.path(DEFAULT_MODEL)
     first, tok1 = local.load_pretrained(str(path.parent), gguf_file=path.name, device="cpu")
     (converted,) = (path.parent / ".converted").iterdir()

@@ -40,6 +40,7 @@ from harness.llm.engine.scheduler import DraftLen
 from harness.llm.engine.sequence import EngineRequest, SamplingParams, StopFn
 from harness.llm.engine.spec_policy import SpecStats
 from harness.llm.engine.speculative import SpeculativeRunner, speculative_runner
+from harness.llm.local import SEED_RANGE
 from harness.llm.stops import IncrementalDetokenizer, StopScanner, StopStrings
 
 Deliver = Callable[[RequestOutput | BaseException], None]
@@ -47,7 +48,6 @@ Progress = Callable[[tuple[int, ...]], None]  # token ids generated since the la
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 30.0  # speculation statistics go to the log at most this often (and at close)
 UNHEALTHY_AFTER = 3  # failed steps in a row after which `health()` reports the engine broken
-SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what torch generators accept
 
 
 def encode_chat(tokenizer: Any, messages: Seq[Message]) -> list[int]:

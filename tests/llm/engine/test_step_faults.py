@@ -13,12 +13,20 @@ from harness.llm.engine.client import UNHEALTHY_AFTER, EngineLLM
 from harness.llm.engine.config import EngineConfig
 from harness.llm.engine.engine import Engine, StepError
 from harness.llm.engine.runner import ModelRunner
-from harness.llm.engine.sequence import EngineRequest, SamplingParams
-from tests.fixtures.faults import POISON, BreakableClock, Poison, hook, poison_prompt
+from harness.llm.engine.sequence import EngineRequest
+from tests.fixtures.faults import (
+    POISON,
+    BreakableClock,
+    InjectedFault,
+    Poison,
+    hook,
+    poison_prompt,
+)
 from tests.llm.engine.conftest import greedy_reference, tiny_model
 
 CFG = EngineConfig(block_size=8, num_blocks=64, max_batched_tokens=64, max_model_len=400)
 TOO_BIG_SEED = 1180591620717411303424  # 2**70, the seed of issue 13
+POISON_ID = 3  # a token id of the tiny model (its vocabulary is made up)
 
 
 def _req(text: str, n: int = 6, **sampling: Any) -> ChatRequest:
@@ -26,25 +34,26 @@ def _req(text: str, n: int = 6, **sampling: Any) -> ChatRequest:
 
 
 def test_a_failed_step_fails_only_the_requests_in_it() -> None:
-    """A real fault in a real step: sampling with a seed torch cannot take. One sequence runs
-    at a time, so the bystander waits outside the failing step and must come out intact."""
+    """A real fault in a real step: the model's forward pass raises on the bad request's
+    prompt. One sequence runs at a time, so the bystander waits outside the failing step and
+    must come out intact."""
     model = tiny_model()
     expected = greedy_reference(model, [6, 7, 8, 9], 5)
+    handle = hook(model, Poison(POISON_ID))
     cfg = EngineConfig(block_size=8, num_blocks=64, max_num_seqs=1, max_model_len=400)
     engine = Engine(ModelRunner(model, cfg), cfg, adapt_prefill_rate=False)
-    bad = engine.add_request(
-        EngineRequest((1, 2, 3, 4, 5), max_tokens=4, sampling=SamplingParams(1.0, 1.0, 2**70))
-    )
+    bad = engine.add_request(EngineRequest((1, POISON_ID, POISON_ID, POISON_ID), max_tokens=4))
     good = engine.add_request(EngineRequest((6, 7, 8, 9), max_tokens=5))
     with pytest.raises(StepError) as caught:
         engine.step()
     assert [o.request_id for o in caught.value.failed] == [bad]
-    assert isinstance(caught.value.__cause__, ValueError)  # torch: "Overflow when unpacking"
+    assert isinstance(caught.value.__cause__, InjectedFault)
     (out,) = engine.run_until_done()
     assert out.request_id == good
     assert list(out.token_ids) == expected
     assert (engine.stats.failed_steps, engine.stats.failed_requests) == (1, 1)
     assert engine.scheduler.bm.num_free == cfg.num_blocks  # the failed request's blocks are back
+    handle.remove()
 
 
 def test_a_failed_step_that_moved_kv_blocks_is_not_survivable() -> None:
@@ -60,11 +69,13 @@ def test_a_failed_step_that_moved_kv_blocks_is_not_survivable() -> None:
     )
     engine.run_until_done()  # p's KV stays pinned
     # A long prompt evicts the pin to the CPU tier in the step that fails.
-    bad = SamplingParams(1.0, 1.0, 2**70)
-    engine.add_request(EngineRequest(tuple(range(20, 56)), max_tokens=4, sampling=bad))
-    with pytest.raises(ValueError) as caught:
+    handle = hook(model, Poison(POISON_ID))
+    prompt = (*range(20, 53), POISON_ID, POISON_ID, POISON_ID)
+    engine.add_request(EngineRequest(prompt, max_tokens=4))
+    with pytest.raises(InjectedFault) as caught:
         engine.step()
     assert not isinstance(caught.value, StepError)
+    handle.remove()
     assert engine.scheduler.bm.offloaded > 0 and engine.stats.failed_steps == 0
 
 
