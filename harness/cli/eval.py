@@ -311,7 +311,9 @@ def validate_cmd(
 
         ex = make_executor(executor, config, None, ray_address=ray_address, workers=workers)
         async with ex:
-            validator = Validator(out, ex, workers=workers, prune=prune_images, on_progress=_say)
+            validator = Validator(
+                out, ex, workers=workers, prune=prune_images, retry=retry, on_progress=_say
+            )
             await validator.run(groups)
 
     run(go())

@@ -1,7 +1,7 @@
 """The Dockerfiles of the three image layers (pure functions, tested without Docker).
 
 suite     Debian base of a suite + the apt packages swebench's base image has
-env       + venv, the spec's packages, the repo installed at its environment setup commit
+env       + a Python prefix, the spec's packages, the repo installed at its environment setup commit
           (per repo and version; shared by its instances)
 instance  + pre_install and install again at the instance's base commit (its dependencies
           and entry points, as swebench's instance images do)
@@ -37,7 +37,30 @@ SWEBENCH_APT = (
     "wget",
     "jq",
 )
-VENV = "/opt/venv"
+# The environment's Python is a prefix of its own, as SWE-bench's conda env is, not a venv:
+# Debian's interpreter copied into ENV_PREFIX/bin with the standard library linked beside it,
+# so Python finds the prefix from the binary itself, through any symlink. A venv is found
+# from the path it was started by, and tools that link the interpreter elsewhere (tox
+# --current-env, sphinx's test command) ran Debian's bare Python without the environment's
+# packages. Debian's layout for a prefix: pip installs into local/lib/pythonX.Y/dist-packages
+# and local/bin, the directories Debian's site.py adds for every prefix.
+ENV_PREFIX = "/opt/env"
+ENV_BIN = f"{ENV_PREFIX}/local/bin:{ENV_PREFIX}/bin"
+_MAKE_PREFIX = (
+    "v=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')"
+    f" && mkdir -p {ENV_PREFIX}/bin {ENV_PREFIX}/include {ENV_PREFIX}/lib/python$v"
+    f" && cp /usr/bin/python$v {ENV_PREFIX}/bin/ && ln -s python$v {ENV_PREFIX}/bin/python3"
+    f" && ln -s python3 {ENV_PREFIX}/bin/python"
+    " && for f in /usr/lib/python$v/*; do case ${f##*/} in"
+    # Debian's own package dirs stay out; EXTERNALLY-MANAGED would make pip refuse.
+    " dist-packages|site-packages|EXTERNALLY-MANAGED) ;;"
+    f' *) ln -s "$f" {ENV_PREFIX}/lib/python$v/ ;; esac; done'
+    f" && ln -s /usr/include/python$v {ENV_PREFIX}/include/"
+    # pip for the prefix, installed by a throwaway venv's pip (Debian's own is unbundled).
+    " && /usr/bin/python3 -m venv /tmp/boot"
+    " && /tmp/boot/bin/python -m pip install -q --no-cache-dir 'pip>=23,<24.1'"
+    f" && /tmp/boot/bin/python -m pip --python {ENV_PREFIX}/bin/python install --no-cache-dir"
+)
 USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
 SETUP_DIFF = "/opt/harness/setup.diff"
 REQS = "/opt/harness/requirements.txt"
@@ -115,7 +138,7 @@ def _finish(kind: str, key: str) -> list[str]:
         f"RUN git diff --binary > {SETUP_DIFF}"
         " && (git ls-files -z | xargs -0 rm -f || true) && rm -rf .git",
         "USER root",
-        f"RUN find /testbed /opt/harness {VENV} ! -user 1000 -exec chown -h {USER} {{}} +",
+        f"RUN find /testbed /opt/harness {ENV_PREFIX} ! -user 1000 -exec chown -h {USER} {{}} +",
         f"LABEL {LABEL_IMAGE}={kind} {LABEL_ENV_KEY}={key}",
     ]
 
@@ -127,13 +150,13 @@ def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, versio
         'SHELL ["/bin/bash", "-c"]',
         "USER root",
         "ENV DEBIAN_FRONTEND=noninteractive",
-        # pip runs as the sandbox user, so the venv is its own (grading re-runs the install
+        # pip runs as the sandbox user, so the prefix is its own (grading re-runs the install
         # step as that user) without a chown that would copy every file into a new layer.
-        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && python3 -m venv {VENV}"
-        f" && {VENV}/bin/python -m pip install --no-cache-dir {' '.join(BOOTSTRAP)}"
+        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && {_MAKE_PREFIX}"
+        f" {' '.join(BOOTSTRAP)} && rm -rf /tmp/boot"
         f" && printf '{EDITABLE_MODE}' > {EDITABLE_CFG}"
-        f" && chown -R {USER} /testbed /opt/harness {VENV}",
-        f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_DISABLE_PIP_VERSION_CHECK=1"
+        f" && chown -R {USER} /testbed /opt/harness {ENV_PREFIX}",
+        f"ENV PATH={ENV_BIN}:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1"
         f" PIP_NO_CACHE_DIR=1 DIST_EXTRA_CONFIG={EDITABLE_CFG}",
         f"USER {USER}",
     ]

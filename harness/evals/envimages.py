@@ -2,7 +2,7 @@
 
 Local (harness/evals/dockerfiles.py has the Dockerfiles): a Debian base per suite (from
 harness/sandboxes/images.py; the suite picks the Python) with swebench's apt packages; an
-env image per (repo, version) with the venv, the spec's packages and the repo installed at
+env image per (repo, version) with a Python prefix, the spec's packages and the repo installed at
 its environment setup commit; and a thin instance image that runs pre_install and install
 again at the instance's base commit. Every layer is keyed by its content, built once under
 a host lock, and reused. Official: the pre-built `swebench/sweb.eval.x86_64.<id>` images.

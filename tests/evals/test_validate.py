@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -123,3 +124,46 @@ def test_validate_cli_grades_gold_and_empty_and_prunes_its_images(tmp_path: Path
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert (out / RECORDS).read_text().count("\n") == lines  # nothing graded twice
+
+
+@pytest.mark.docker
+def test_retry_failed_grades_again_what_could_not_run(tmp_path: Path) -> None:
+    skip_unless_available("docker")
+    project = make_project(tmp_path / "p", n=1)
+    out = tmp_path / "val"
+    out.mkdir()
+    ident = "harness-tests__calc-1"
+    stale = [
+        Check(ident, "harness-tests/calc", "1.0", kind, "env_build_failed", "pip failed")
+        for kind in ("gold", "empty")
+    ]
+    (out / RECORDS).write_text("".join(json.dumps(dataclasses.asdict(c)) + "\n" for c in stale))
+    args = [
+        sys.executable,
+        "-m",
+        "harness",
+        "eval",
+        "validate",
+        "--dataset",
+        str(project.dataset),
+        "--git-mirror",
+        project.mirror,
+        "--specs",
+        str(project.specs_file),
+        "--apt-packages",
+        "",
+        "--out",
+        str(out),
+        "--resume",
+    ]
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
+
+    def run(*extra: str) -> dict[str, str]:
+        done = subprocess.run(
+            [*args, *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {c.kind: c.status for c in read_checks(out)}
+
+    assert run() == {"gold": "env_build_failed", "empty": "env_build_failed"}  # kept
+    assert run("--retry-failed") == {"gold": "resolved", "empty": "unresolved"}
