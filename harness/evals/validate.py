@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,18 @@ KINDS = ("gold", "empty")
 CANNOT_RUN = ("env_build_failed", "repo_failed", "no_spec")
 MARK_START = "<!-- validation table: start -->"
 MARK_END = "<!-- validation table: end -->"
+# A failure that shows the test needed the network, which grading keeps off: a host name
+# that cannot resolve, or no route (SWE-bench runs the tests online; requests' call hosts).
+NETWORK_ERRORS = re.compile(
+    r"Temporary failure in name resolution|Name or service not known"
+    r"|No address associated with hostname|Network is unreachable"
+)
+# A pytest failure section's headline: "____ Class.test[x] ____", "____ ERROR at setup of t ____"
+# (a long headline leaves one underscore either side).
+_SECTION = re.compile(r"^_+ (?:ERROR at (?:setup|teardown) of )?(\S.*?) _+$", re.M)
+_BANNER = re.compile(r"^={5,}", re.M)
+# "(log: /home/u/.cache/...)" in an environment failure: a path of the grading host.
+_HOST_PATH = re.compile(r"\s*\(log: [^)]*\)")
 
 
 @dataclass(frozen=True)
@@ -52,10 +65,27 @@ class Check:
     failed: tuple[str, ...] = ()  # required tests that failed or did not run
     log_path: str = ""  # relative to the output directory
     image: str = ""
+    network: tuple[str, ...] = ()  # of `failed`, those whose failure shows a network error
+    network_f2p: tuple[str, ...] = ()  # of `network`, the FAIL_TO_PASS tests
 
     @property
     def resolved(self) -> bool:
         return self.status == "resolved"
+
+    @property
+    def resolved_offline(self) -> bool:
+        """Unresolved only by PASS_TO_PASS tests that needed the network (kept off here):
+        with those left out, every required test passed."""
+        return (
+            self.status == "unresolved"
+            and bool(self.failed)
+            and not self.network_f2p
+            and set(self.failed) <= set(self.network)
+        )
+
+    @property
+    def counts_resolved(self) -> bool:
+        return self.resolved or self.resolved_offline
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Check:
@@ -64,6 +94,8 @@ class Check:
                 **data,
                 "timings": {k: float(v) for k, v in (data.get("timings") or {}).items()},
                 "failed": tuple(data.get("failed") or ()),
+                "network": tuple(data.get("network") or ()),
+                "network_f2p": tuple(data.get("network_f2p") or ()),
             }
         )
 
@@ -161,6 +193,8 @@ class Validator:
                 (folder / name).write_text(text)
             main = "eval.log" if "eval.log" in outcome.files else next(iter(outcome.files))
             log_path = str((folder / main).relative_to(self.out))
+        failed = (*grade.fail_to_pass.failure, *grade.pass_to_pass.failure)
+        network = network_failures(outcome.files.get("eval.log", ""), failed)
         check = Check(
             inst.instance_id,
             inst.repo,
@@ -170,9 +204,11 @@ class Validator:
             grade.message,
             grade.python_used,
             dict(grade.timings),
-            (*grade.fail_to_pass.failure, *grade.pass_to_pass.failure),
+            failed,
             log_path,
             grade.image,
+            network,
+            tuple(t for t in network if t in grade.fail_to_pass.failure),
         )
         append_jsonl(self.out / RECORDS, asdict(check))
         self._done.add((inst.instance_id, kind))
@@ -196,7 +232,28 @@ class RepoRow:
     exceptions: tuple[str, ...] = ()  # gold not resolved, empty resolved: id, status, why
 
 
+def network_failures(log: str, failed: Sequence[str]) -> tuple[str, ...]:
+    """Of the `failed` tests, those whose pytest failure section in `log` shows a network
+    error (the section headline is the test id less its file: "Class.test[param]")."""
+    sections: dict[str, str] = {}
+    heads = list(_SECTION.finditer(log))
+    ends = [h.start() for h in heads[1:]] + [len(log)] * bool(heads)
+    for head, end in zip(heads, ends, strict=True):
+        body = log[head.end() : end]
+        banner = _BANNER.search(body)
+        body = body[: banner.start()] if banner else body
+        sections[head.group(1)] = sections.get(head.group(1), "") + body
+    return tuple(
+        test
+        for test in failed
+        if NETWORK_ERRORS.search(sections.get(".".join(test.split("::")[1:]) or test, ""))
+    )
+
+
 def summarize(checks: Iterable[Check]) -> list[RepoRow]:
+    """Per repository. An instance can run here when its environment builds and none of
+    its FAIL_TO_PASS tests needs the network; a grade whose only failures are PASS_TO_PASS
+    tests that needed the network counts as resolved, and the exceptions name those tests."""
     by_repo: dict[str, dict[str, dict[str, Check]]] = {}
     for c in checks:
         by_repo.setdefault(c.repo, {}).setdefault(c.instance_id, {})[c.kind] = c
@@ -205,24 +262,21 @@ def summarize(checks: Iterable[Check]) -> list[RepoRow]:
         pairs = {i: k for i, k in by_repo[repo].items() if set(KINDS) <= set(k)}
         golds = [k["gold"] for k in pairs.values()]
         empties = [k["empty"] for k in pairs.values()]
+        online = {i for i, k in pairs.items() if any(c.network_f2p for c in k.values())}
+        runnable = [c for c in golds if c.status not in CANNOT_RUN and c.instance_id not in online]
         env_builds: dict[str, float] = {}
         for c in (*golds, *empties):
             secs = c.timings.get("env_build", 0.0)
             if secs > 0:
                 env_builds[c.version] = max(env_builds.get(c.version, 0.0), secs)
-        exceptions = [
-            f"{c.instance_id} ({c.version}) gold {c.status}: {_why(c)}"
-            for c in golds
-            if not c.resolved
-        ] + [f"{c.instance_id} ({c.version}) empty patch resolves" for c in empties if c.resolved]
         rows.append(
             RepoRow(
                 repo,
                 tuple(sorted({c.version for c in golds}, key=_version_key)),
                 len(pairs),
-                sum(1 for c in golds if c.status not in CANNOT_RUN),
-                sum(1 for c in golds if c.resolved),
-                sum(1 for c in empties if c.resolved),
+                len(runnable),
+                sum(1 for c in runnable if c.counts_resolved),
+                sum(1 for c in empties if c.counts_resolved),
                 _median(env_builds.values()),
                 _median(
                     c.timings["instance_build"]
@@ -230,10 +284,35 @@ def summarize(checks: Iterable[Check]) -> list[RepoRow]:
                     if c.timings.get("instance_build", 0.0) > 0
                 ),
                 _median(c.timings["tests"] for c in golds if "tests" in c.timings),
-                tuple(exceptions),
+                _exceptions(pairs, online),
             )
         )
     return rows
+
+
+def _exceptions(pairs: Mapping[str, Mapping[str, Check]], online: set[str]) -> tuple[str, ...]:
+    """One line per cause; instances that share a cause share its line."""
+    causes: dict[str, list[str]] = {}
+    resolving: list[str] = []  # instances whose empty patch resolves
+    for ident, kinds in pairs.items():
+        gold, empty = kinds["gold"], kinds["empty"]
+        if ident in online:
+            tests = sorted({t for c in kinds.values() for t in c.network_f2p})
+            why = f"cannot run here, FAIL_TO_PASS tests need the network: {_names(tests)}"
+        elif gold.resolved_offline:
+            left_out = _names(gold.network)
+            why = f"gold resolved, leaving out PASS_TO_PASS tests that need the network: {left_out}"
+        elif not gold.resolved:
+            why = f"gold {gold.status}: {_why(gold)}"
+        else:
+            why = ""
+        if why:
+            causes.setdefault(why, []).append(f"{ident} ({gold.version})")
+        if empty.counts_resolved and ident not in online:
+            resolving.append(f"{ident} ({empty.version})")
+    if resolving:
+        causes["empty patch resolves"] = resolving
+    return tuple(f"{', '.join(who)} {why}" for why, who in causes.items())
 
 
 def render_table(rows: Sequence[RepoRow], notes: Mapping[str, str] | None = None) -> str:
@@ -295,9 +374,15 @@ def replace_section(doc: Path, table: str) -> None:
 
 def _why(check: Check) -> str:
     if check.failed:
-        more = f" (+{len(check.failed) - 3} more)" if len(check.failed) > 3 else ""
-        return ", ".join(check.failed[:3]) + more
-    return check.message or "see its eval.log"
+        return _names(check.failed)
+    # The first line: the rest is a command's output, and the logs sit in this host's cache.
+    first = check.message.strip().splitlines()[0] if check.message.strip() else ""
+    return _HOST_PATH.sub("", first) or "see its eval.log"
+
+
+def _names(tests: Sequence[str], most: int = 3) -> str:
+    more = f" (+{len(tests) - most} more)" if len(tests) > most else ""
+    return ", ".join(tests[:most]) + more
 
 
 def _median(values: Iterable[float]) -> float | None:

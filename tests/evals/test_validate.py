@@ -17,6 +17,7 @@ from harness.evals.validate import (
     MARK_START,
     RECORDS,
     Check,
+    network_failures,
     plan,
     read_checks,
     render_table,
@@ -61,6 +62,79 @@ def test_the_table_counts_medians_and_names_every_exception() -> None:
     assert "| acme/w | 1.0, 2.0, 3.0 | 3 | 2 | 1 | 1 | 200 | reused | 6 |" in table
     assert "| **all** | | 3 | 2 | 1 (50.0%) | 1 |" in table
     assert "- a-2 (2.0) empty patch resolves" in table and "- acme/w: needs the network" in table
+
+
+# The shape of a pytest log from requests' tests run offline (trimmed from a real one).
+OFFLINE_LOG = """\
+==================================== ERRORS ====================================
+__________ ERROR at setup of TestRequests.test_no_content_length[GET] __________
+E       recursive dependency involving fixture 'httpbin' detected
+=================================== FAILURES ===================================
+_______________________ TestTimeout.test_connect_timeout _______________________
+E   requests.exceptions.ConnectionError: HTTPConnectionPool(host='10.255.255.1', port=80): \
+Failed to establish a new connection: [Errno 101] Network is unreachable'))
+__ RequestsTestSuite.test_accept_objects_with_string_representations_as_urls ___
+E       socket.gaierror: [Errno -3] Temporary failure in name resolution
+________________________ TestRequests.test_decode[utf8] ________________________
+E       AssertionError: assert 'x' == 'y'
+=========================== short test summary info ============================
+FAILED tests/t.py::TestTimeout::test_connect_timeout - Network is unreachable
+FAILED tests/t.py::TestRequests::test_decode[utf8] - AssertionError
+"""
+
+
+def test_network_failures_are_told_apart_by_their_own_section() -> None:
+    failed = (
+        "tests/t.py::TestTimeout::test_connect_timeout",
+        "tests/t.py::RequestsTestSuite::test_accept_objects_with_string_representations_as_urls",
+        "tests/t.py::TestRequests::test_decode[utf8]",  # the summary line says "Network": no
+        "tests/t.py::TestRequests::test_no_content_length[GET]",
+        "tests/t.py::test_never_ran",
+    )
+    assert network_failures(OFFLINE_LOG, failed) == failed[:2]
+    assert network_failures("no sections at all", failed) == ()
+
+
+def test_network_rule_decides_what_can_run_and_names_the_tests() -> None:
+    net = "t::net"
+    checks = [
+        # FAIL_TO_PASS needs the network: not runnable, whatever the grades say.
+        check("n-1", "gold", "unresolved", failed=(net,), network=(net,), network_f2p=(net,)),
+        check("n-1", "empty", "unresolved", failed=(net,), network=(net,), network_f2p=(net,)),
+        # Only PASS_TO_PASS tests need it: graded with them left out.
+        check("n-2", "gold", "unresolved", failed=(net,), network=(net,)),
+        check("n-2", "empty", "unresolved", failed=("t::f2p", net), network=(net,)),
+        # A real failure beside a network one is still a failure.
+        check("n-3", "gold", "unresolved", failed=("t::x", net), network=(net,)),
+        check("n-3", "empty", "unresolved", failed=("t::x",)),
+        # The empty patch is held to the same rule: it resolves once the network is left out.
+        check("n-4", "gold", "resolved"),
+        check("n-4", "empty", "unresolved", failed=(net,), network=(net,)),
+    ]
+    (row,) = summarize(checks)
+    assert (row.instances, row.can_run, row.gold_resolved, row.empty_resolved) == (4, 3, 2, 1)
+    assert row.exceptions == (
+        "n-1 (1.0) cannot run here, FAIL_TO_PASS tests need the network: t::net",
+        "n-2 (1.0) gold resolved, leaving out PASS_TO_PASS tests that need the network: t::net",
+        "n-3 (1.0) gold unresolved: t::x, t::net",
+        "n-4 (1.0) empty patch resolves",
+    )
+    # Records written before the network fields existed read back as "no network failure".
+    old = {k: v for k, v in dataclasses.asdict(checks[2]).items() if "network" not in k}
+    assert not Check.from_json(old).resolved_offline
+
+
+def test_causes_shared_by_instances_share_a_line_without_host_paths() -> None:
+    why = "building env failed: pip said no (log: /somewhere/.cache/env-logs/x.log)\nmore output"
+    checks = [
+        check(f"e-{i}", kind, "env_build_failed", message=why)
+        for i in (1, 2)
+        for kind in ("gold", "empty")
+    ]
+    (row,) = summarize(checks)
+    assert row.exceptions == (
+        "e-1 (1.0), e-2 (1.0) gold env_build_failed: building env failed: pip said no",
+    )
 
 
 @pytest.mark.docker
