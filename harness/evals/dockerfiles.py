@@ -43,7 +43,10 @@ SWEBENCH_APT = (
 # from the path it was started by, and tools that link the interpreter elsewhere (tox
 # --current-env, sphinx's test command) ran Debian's bare Python without the environment's
 # packages. Debian's layout for a prefix: pip installs into local/lib/pythonX.Y/dist-packages
-# and local/bin, the directories Debian's site.py adds for every prefix.
+# and local/bin, the directories Debian's site.py adds for every prefix. setuptools' own
+# scheme (`setup.py develop`, pip's legacy editable mode: sphinx < 4.x, old sympy) writes
+# its .pth to lib/pythonX.Y/site-packages, which site.py leaves out: that name is a link to
+# the one package directory, so either scheme lands where Python looks.
 ENV_PREFIX = "/opt/env"
 ENV_BIN = f"{ENV_PREFIX}/local/bin:{ENV_PREFIX}/bin"
 _MAKE_PREFIX = (
@@ -56,6 +59,8 @@ _MAKE_PREFIX = (
     " dist-packages|site-packages|EXTERNALLY-MANAGED) ;;"
     f' *) ln -s "$f" {ENV_PREFIX}/lib/python$v/ ;; esac; done'
     f" && ln -s /usr/include/python$v {ENV_PREFIX}/include/"
+    f" && mkdir -p {ENV_PREFIX}/local/lib/python$v/dist-packages"
+    f" && ln -s ../../local/lib/python$v/dist-packages {ENV_PREFIX}/lib/python$v/site-packages"
     # pip for the prefix, installed by a throwaway venv's pip (Debian's own is unbundled).
     " && /usr/bin/python3 -m venv /tmp/boot"
     " && /tmp/boot/bin/python -m pip install -q --no-cache-dir 'pip>=23,<24.1'"

@@ -266,3 +266,26 @@ async def test_a_linked_interpreter_keeps_the_environments_packages(
     log = out.files["eval.log"]
     assert out.result.status == "resolved", log
     assert "PASSED tests/test_linked.py::test_a_linked_interpreter_is_the_same_environment" in log
+
+
+async def test_a_setup_py_develop_install_is_importable_from_outside_the_tree(
+    project: Project, inst: Instance, cache_dir: Path, backend: object
+) -> None:
+    # Projects without a pyproject.toml (sphinx 3.x, old sympy) install through pip's legacy
+    # `setup.py develop`, whose .pth goes to setuptools' scheme (lib/pythonX.Y/site-packages),
+    # not pip's. `pytest` started by its console script does not put the tree on sys.path,
+    # so `from calc import mul` in tests/ only works if that .pth is read: before the
+    # prefix's two package directories were one, every such test failed to import.
+    legacy = {
+        **SPEC,
+        "python": "3.9",  # bullseye's: Debian's 3.9 keeps setuptools off its prefix scheme
+        "install": "rm -f pyproject.toml"
+        ' && printf \'from setuptools import setup\\nsetup(name="calc", version="1.0")\\n\''
+        " > setup.py && python -m pip install -e .",
+    }
+    specs = SpecRegistry()
+    specs.register(REPO, VERSION, EnvSpec.from_mapping(legacy, source="tests"))
+    out = await grader_for(project, cache_dir, backend, specs=specs).grade(inst, GOLD)
+    log = out.files["eval.log"]
+    assert "setup.py develop" in log  # the legacy mode ran, not a PEP 660 build
+    assert out.result.status == "resolved", log
