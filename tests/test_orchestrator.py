@@ -387,3 +387,36 @@ async def test_each_stage_runs_scripts_with_its_own_timeout(
     text = compare["result"]
     assert "original code: exit code 2" in text
     assert text.count("(the script timed out)") == 2, text
+
+
+async def test_a_sample_whose_voting_step_fails_is_an_error_and_the_run_goes_on(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Samples run in a task group, where one exception would cancel them all: a failure
+    after a sample finished (its test joining voting) ends that sample as `error`, with the
+    traceback in its log, and its patch still votes."""
+    from harness.selectors.voting import Voting
+
+    add_test = Voting.add_test
+
+    async def flaky(self: Voting, test_id: str, test: Any) -> None:
+        if test_id == "sample-01":
+            raise RuntimeError("the original-code run broke")
+        await add_test(self, test_id, test)
+
+    monkeypatch.setattr(Voting, "add_test", flaky)
+    task = await example_task(cache_dir)
+    config = load_config(None, ["samples=3", "context.enabled=false"])
+    result = await Orchestrator(config, ScriptedLLM(respond), docker_backend).solve(
+        task, tmp_path / "run"
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    statuses = {s["sample_id"]: s["status"] for s in summary["samples"]}
+    assert statuses == {"sample-00": "finished", "sample-01": "error", "sample-02": "finished"}
+    assert "the original-code run broke" in summary["samples"][1]["message"]
+    votes = json.loads((tmp_path / "run" / "votes.json").read_text())
+    assert "sample-01" in votes["candidates"] and "sample-01" not in votes["tests"]
+    assert result.status == "patched"
+    log = list(read_jsonl(tmp_path / "run" / "trajectories" / "sample-01.jsonl"))
+    (error,) = [e for e in log if e["kind"] == "error"]
+    assert error["stage"] == "voting" and "RuntimeError" in error["traceback"]
