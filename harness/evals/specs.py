@@ -31,6 +31,12 @@ DRIFT_CONSTRAINTS: dict[str, tuple[str, ...]] = {
     # at import time of sphinx.testing: every sphinx test errors before it runs.
     "sphinx-doc/sphinx": ("docutils<0.22",),
 }
+# Pins of a swebench spec that the Python we substitute cannot install (Debian has no 3.10,
+# so xarray 0.12 runs on 3.11), each replaced by the nearest release that installs, with why.
+SUBSTITUTED_PINS: dict[tuple[str, str], dict[str, str]] = {
+    # pandas 1.5.3 on Python 3.11 requires numpy >= 1.23.2 (ResolutionImpossible with 1.23.0).
+    ("pydata/xarray", "0.12"): {"numpy==1.23.0": "numpy==1.23.2"},
+}
 Parser = Callable[[str], dict[str, str]]
 
 
@@ -173,6 +179,8 @@ def swebench_spec(repo: str, version: str) -> EnvSpec | None:
     data["env_yml_paths"] = constants.MAP_REPO_TO_ENV_YML_PATHS.get(repo, ())
     if repo == "django/django":
         data["directive_style"] = "django"
+    swaps = SUBSTITUTED_PINS.get((repo, version), {})
+    data["pip_packages"] = [swaps.get(p, p) for p in data.get("pip_packages") or ()]
     if repo in DRIFT_CONSTRAINTS:
         data["constraints"] = list(DRIFT_CONSTRAINTS[repo])
     install = constants.MAP_REPO_TO_INSTALL.get(repo)

@@ -46,8 +46,9 @@ NETWORK_ERRORS = re.compile(
 # (a long headline leaves one underscore either side).
 _SECTION = re.compile(r"^_+ (?:ERROR at (?:setup|teardown) of )?(\S.*?) _+$", re.M)
 _BANNER = re.compile(r"^={5,}", re.M)
-# "(log: /home/u/.cache/...)" in an environment failure: a path of the grading host.
-_HOST_PATH = re.compile(r"\s*\(log: [^)]*\)")
+# Paths of the grading host in a failure ("(log: /home/u/.cache/...)", "mirror at /srv/..."):
+# the table is committed and read elsewhere.
+_HOST_PATH = re.compile(r"\s*\(log: [^)]*\)| (?:at|in) /\S+")
 
 
 @dataclass(frozen=True)

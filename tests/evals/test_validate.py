@@ -131,9 +131,14 @@ def test_causes_shared_by_instances_share_a_line_without_host_paths() -> None:
         for i in (1, 2)
         for kind in ("gold", "empty")
     ]
+    checks += [
+        check("m-1", kind, "repo_failed", "2.0", message="no mirror of o/n at /srv/m/o+n/repo")
+        for kind in ("gold", "empty")
+    ]
     (row,) = summarize(checks)
     assert row.exceptions == (
         "e-1 (1.0), e-2 (1.0) gold env_build_failed: building env failed: pip said no",
+        "m-1 (2.0) gold repo_failed: no mirror of o/n",
     )
 
 
