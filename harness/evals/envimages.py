@@ -376,7 +376,9 @@ def _docker_build(
 
     A build whose step container is killed from outside (exit 137 while another process
     removes it, e.g. a `harness sandbox prune` that takes it for a leftover: it inherits the
-    base image's labels) is retried from the layer cache, twice at most.
+    base image's labels) is retried from the layer cache, twice at most; so is one whose
+    cached parent layer was deleted under it (another (repo, version) of the same repository
+    shares the first layers, and pruning that one's images removes them mid-build).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as ctx, open(log_path, "w") as out:
@@ -393,7 +395,7 @@ def _docker_build(
             error, killed = _stream_build(client, ctx, tag, out, nocache and attempt == 0)
             if not (error and killed):
                 break
-            out.write(f"# the build container was killed from outside; retry {attempt + 1}\n")
+            out.write(f"# the build lost its container or a cached layer; retry {attempt + 1}\n")
     if error:
         raise EnvBuildFailed(
             f"building {tag} failed: {error.splitlines()[-1][:300]} (log: {log_path})",
@@ -402,8 +404,13 @@ def _docker_build(
         )
 
 
+# A cached layer the build was about to use was removed meanwhile (docker's own words).
+LAYER_GONE = re.compile(r"unknown parent image ID|failed to set parent")
+
+
 def _stream_build(client: Any, ctx: Any, tag: str, out: Any, nocache: bool) -> tuple[str, bool]:
-    """One `docker build`: (error or "", whether a step container was killed from outside)."""
+    """One `docker build`: (error or "", whether to retry it: a step container was killed
+    from outside, or a cached layer removed under it)."""
     error = ""
     killed = False
     try:
@@ -427,4 +434,4 @@ def _stream_build(client: Any, ctx: Any, tag: str, out: Any, nocache: bool) -> t
     except Exception as exc:  # the engine went away, a context too large, ...
         error = str(exc)
         out.write(f"ERROR: {error}\n")
-    return error, killed and "non-zero code: 137" in error
+    return error, (killed and "non-zero code: 137" in error) or bool(LAYER_GONE.search(error))
