@@ -378,7 +378,12 @@ def _why(check: Check) -> str:
         return _names(check.failed)
     # The first line: the rest is a command's output, and the logs sit in this host's cache.
     first = check.message.strip().splitlines()[0] if check.message.strip() else ""
-    return _HOST_PATH.sub("", first) or "see its eval.log"
+    return redact(first) or "see its eval.log"
+
+
+def redact(message: str) -> str:
+    """`message` without the grading host's paths."""
+    return _HOST_PATH.sub("", message)
 
 
 def _names(tests: Sequence[str], most: int = 3) -> str:

@@ -246,3 +246,27 @@ def test_retry_failed_grades_again_what_could_not_run(tmp_path: Path) -> None:
 
     assert run() == {"gold": "env_build_failed", "empty": "env_build_failed"}  # kept
     assert run("--retry-failed") == {"gold": "resolved", "empty": "unresolved"}
+
+
+def test_the_committed_record_names_rates_and_leaves_out_host_paths(tmp_path: Path) -> None:
+    from benchmarks.validation_lite import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    checks = [
+        check("a-1", "gold", "resolved", timings={"tests": 4.0}),
+        check("a-1", "empty", "unresolved", failed=("t::x",)),
+        check("a-2", "gold", "env_build_failed", message="pip failed (log: /home/u/x.log)"),
+        check("a-2", "empty", "env_build_failed", message="pip failed (log: /home/u/x.log)"),
+    ]
+    (out / RECORDS).write_text("".join(json.dumps(dataclasses.asdict(c)) + "\n" for c in checks))
+    doc = tmp_path / "eval.md"
+    doc.write_text(f"# Eval\n{MARK_START}\nstale table\n{MARK_END}\ntail\n")
+    result = tmp_path / "validation_lite.json"
+    assert main([str(out), "--doc", str(doc), "--result", str(result), "--commit", "abc"]) == 0
+    data = json.loads(result.read_text())
+    assert (data["gold_rate"], data["empty_rate"], data["harness_commit"]) == (1.0, 0.0, "abc")
+    assert data["gold_resolved_of_runnable"] == {"resolved": 1, "runnable": 1}
+    assert "/home/u" not in result.read_text() and "machine" in data
+    assert "| acme/w | 1.0 | 2 | 1 | 1 | 0 |" in doc.read_text() and "stale" not in doc.read_text()
+    assert main([str(tmp_path / "empty")]) == 2
