@@ -68,8 +68,12 @@ class RepoCache:
                 raise
             # The commit is there but not every object of its tree: a partial mirror (one
             # that leaves out large files) cannot give this commit's work tree.
+            blob = missing.group(1)
+            listing = await git("ls-tree", "-r", full, cwd=source, check=False)
+            paths = [ln.split("\t", 1)[1] for ln in listing.splitlines() if blob in ln]
+            what = f"object {blob}" + (f" ({paths[0]})" if paths else "")
             raise RepoError(
-                f"{repo}: the repository at {source} lacks object {missing.group(1)} of commit "
+                f"{repo}: the repository at {source} lacks {what} of commit "
                 f"{full[:12]}'s tree (an incomplete mirror)",
                 hint="complete the mirror (`git fetch` from the origin, or clone it again "
                 "without size limits)",

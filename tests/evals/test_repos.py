@@ -64,6 +64,8 @@ async def test_a_mirror_missing_a_blob_is_named_incomplete(tmp_path: Path) -> No
     ).stdout.strip()
     (project.repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
     cache = RepoCache(tmp_path / "cache", project.mirror)
-    with pytest.raises(RepoError, match=f"lacks object {blob}.*incomplete mirror") as info:
+    with pytest.raises(
+        RepoError, match=rf"lacks object {blob} \(calc/__init__.py\).*incomplete"
+    ) as info:
         await cache.checkout("harness-tests/calc", base)
     assert info.value.hint and "complete the mirror" in info.value.hint
