@@ -37,6 +37,10 @@ SUBSTITUTED_PINS: dict[tuple[str, str], dict[str, str]] = {
     # pandas 1.5.3 on Python 3.11 requires numpy >= 1.23.2 (ResolutionImpossible with 1.23.0).
     ("pydata/xarray", "0.12"): {"numpy==1.23.0": "numpy==1.23.2"},
 }
+# Specs whose unpinned conda list must resolve against the spec's own pins. Installed freely
+# first, it takes today's releases (zarr 3 needs numpy >= 1.25), which the pins then break
+# by downgrading numpy under them ("module 'numpy' has no attribute 'dtypes'" at collection).
+PINS_CONSTRAIN: frozenset[tuple[str, str]] = frozenset({("pydata/xarray", "0.12")})
 Parser = Callable[[str], dict[str, str]]
 
 
@@ -181,8 +185,9 @@ def swebench_spec(repo: str, version: str) -> EnvSpec | None:
         data["directive_style"] = "django"
     swaps = SUBSTITUTED_PINS.get((repo, version), {})
     data["pip_packages"] = [swaps.get(p, p) for p in data.get("pip_packages") or ()]
-    if repo in DRIFT_CONSTRAINTS:
-        data["constraints"] = list(DRIFT_CONSTRAINTS[repo])
+    data["constraints"] = list(DRIFT_CONSTRAINTS.get(repo, ()))
+    if (repo, version) in PINS_CONSTRAIN:
+        data["constraints"] += data["pip_packages"]
     install = constants.MAP_REPO_TO_INSTALL.get(repo)
     if install:  # a repo-wide step swebench runs before the per-version pre_install
         data["pre_install"] = [install, *(data.get("pre_install") or ())]

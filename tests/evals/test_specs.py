@@ -48,6 +48,8 @@ def test_swebench_specs_are_read_not_retyped() -> None:
     xarray = reg.get("pydata/xarray", "0.12")  # pinned for 3.10, run on 3.11: one pin moves
     assert xarray is not None and "numpy==1.23.2" in xarray.pip_packages
     assert "numpy==1.23.0" not in xarray.pip_packages and "pandas==1.5.3" in xarray.pip_packages
+    assert set(xarray.pip_packages) <= set(xarray.constraints)  # environment.yml obeys them
+    assert requests.constraints == ()
     assert reg.get("someone/else", "1.0") is None
 
 
