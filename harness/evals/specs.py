@@ -30,6 +30,9 @@ DRIFT_CONSTRAINTS: dict[str, tuple[str, ...]] = {
     # docutils 0.22 (2025) dropped docutils.utils.roman, which sphinx's LaTeX writer imports
     # at import time of sphinx.testing: every sphinx test errors before it runs.
     "sphinx-doc/sphinx": ("docutils<0.22",),
+    # xarray < 0.17 fetches setuptools_scm through setup_requires: today's needs packaging
+    # >= 26.2, against the spec's packaging==23.1 pin (ResolutionImpossible at egg_info).
+    "pydata/xarray": ("setuptools_scm<9",),
 }
 # Pins of a swebench spec that the Python we substitute cannot install (Debian has no 3.10,
 # so xarray 0.12 runs on 3.11), each replaced by the nearest release that installs, with why.

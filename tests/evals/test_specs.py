@@ -49,6 +49,7 @@ def test_swebench_specs_are_read_not_retyped() -> None:
     assert xarray is not None and "numpy==1.23.2" in xarray.pip_packages
     assert "numpy==1.23.0" not in xarray.pip_packages and "pandas==1.5.3" in xarray.pip_packages
     assert set(xarray.pip_packages) <= set(xarray.constraints)  # environment.yml obeys them
+    assert "setuptools_scm<9" in xarray.constraints
     assert requests.constraints == ()
     assert reg.get("someone/else", "1.0") is None
 
