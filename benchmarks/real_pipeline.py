@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {
         "benchmark": "real_pipeline",
         "machine": machine,
-        "command": " ".join(cmd[2:]).replace(str(work), "WORK"),
+        "command": " ".join(cmd[2:]).replace(str(work), "WORK").replace(args.git_mirror, "MIRROR"),
         "samples_per_instance": args.samples,
         "model": "oracle (benchmarks/real_oracle.py): gold patch as edit blocks, hidden tests "
         "as the reproduction script, sample-01 a decoy; scripted, no latency",
