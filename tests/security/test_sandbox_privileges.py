@@ -4,32 +4,9 @@ read-only bind of a host file writable (issue 12, item 1)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-
 from harness.sandboxes import SandboxBackend, SandboxSpec, make_backend
-from tests.conftest import make_repo
-from tests.sandboxes.conftest import skip_unless_available
-
-BACKENDS = [
-    pytest.param("docker", marks=pytest.mark.docker),
-    pytest.param("bwrap", marks=pytest.mark.bwrap),
-]
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
-    skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:
-        yield be
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    make_repo(tmp_path / "repo", {"app.py": "print('hi')\n"})
-    return tmp_path / "repo"
 
 
 def status_fields(text: str) -> dict[str, str]:
