@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.cli.common import cache_dir, run
+from harness.cli.common import cache_dir, local_backend_warning, run
 from harness.sandboxes import BACKENDS, Limits, SandboxSpec, make_backend
 
 app = typer.Typer(
@@ -39,10 +39,7 @@ def exec_(
     cmd = list(ctx.args)
     if not cmd:
         raise typer.BadParameter("give a command after `--`, e.g. `-- python -V`")
-    if backend == "local":
-        from harness.sandboxes.local import WARNING
-
-        err.print(f"[yellow]warning:[/] {WARNING}")
+    local_backend_warning(backend)
     spec = SandboxSpec(
         repo=repo,
         commit=commit,

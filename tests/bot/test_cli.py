@@ -81,7 +81,8 @@ def test_label_event_opens_a_pull_request(
     (seen_file,) = (tmp_path / "runs").glob("*/seen.json")
     seen = json.loads(seen_file.read_text())
     assert seen["github_token_in_env"] is False  # the solver's process has no GitHub token
-    assert seen["options"] == {"samples": 2, "model": None, "budget_usd": None}
+    # The solver's config: the workflow's flags on the defaults.
+    assert seen["options"] == {"samples": 2, "model": "smollm2-135m", "budget_usd": None}
     body = github.pulls[0]["body"]
     assert "debug: OPENAI_API_KEY=***" in body
     assert "https://github.com/octo/calc/actions/runs/99" in body

@@ -12,6 +12,7 @@ import os
 import time
 from pathlib import Path
 
+from harness.config import SolveConfig
 from harness.sandboxes import SandboxSpec, make_backend
 from harness.types import Candidate, CandidateResult, SolveResult, Task
 from tests.evals.conftest import GOLD, WRONG
@@ -80,3 +81,9 @@ def known_patch() -> KnownPatchSolver:
 
 def crashing() -> CrashingSolver:
     return CrashingSolver()
+
+
+def known_patch_for(config: SolveConfig) -> KnownPatchSolver:
+    """`--solver tests.evals.solvers:known_patch_for`: the factory signature of the CLI (the
+    run's SolveConfig -> a Solver); `known_patch` is the old zero-argument form."""
+    return KnownPatchSolver()
