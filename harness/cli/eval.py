@@ -222,8 +222,8 @@ def run_cmd(
     )  # fmt: skip
     cfg = load_config(config_file, overrides, {**pipeline.keys(), **eval_flags.keys()})
     factory = solver_factory(solver)
+    local_backend_warning(cfg.solve.sandbox.backend)
     if solver is None:
-        local_backend_warning(cfg.solve.sandbox.backend)
         _embedded_model_note(cfg)
     args = _resume_args(out, resuming, dataset, split, instances, filter_, slice_)
     insts, unknown, meta = _select(out, args)

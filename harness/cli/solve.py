@@ -140,7 +140,6 @@ def solve(
         source = IssueSource(issue, repo, commit, task_id, dataset, split)
         task, cfg, run_dir = _new_run(source, config_file, overrides, flags, out)
     config = cfg.solve
-    local_backend_warning(config.sandbox.backend)
     embedded = embedded_model_note(config.model)
     result = run(_solve(task, config, run_dir, candidates, as_json))
     if as_json:
@@ -156,7 +155,9 @@ def _resumed_run(
     """The task of a run directory and its config, with budgets (or anything else) changed
     by --config, -c and flags; the problem itself may not change."""
     task, saved = _load_run(run_dir)
-    return task, load_config(config_file, overrides, flags, base=saved), run_dir
+    cfg = load_config(config_file, overrides, flags, base=saved)
+    local_backend_warning(cfg.solve.sandbox.backend)
+    return task, cfg, run_dir
 
 
 def _new_run(
@@ -169,6 +170,7 @@ def _new_run(
     """The whole config is checked, then the issue and repository read, before any directory
     is made."""
     cfg = load_config(config_file, overrides, flags)
+    local_backend_warning(cfg.solve.sandbox.backend)
     if out is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", hint="pick a new directory for --out")
     stdin_text = (sys.stdin.read() if sys.stdin else "") if source.issue == "-" else None

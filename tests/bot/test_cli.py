@@ -35,7 +35,7 @@ def run_cli(
             str(event),
             "--repo",
             str(project.work),
-            "--run-dir",
+            "--out",
             str(tmp_path / "runs"),
             *args,
         ],
@@ -162,3 +162,57 @@ def test_the_real_pipeline_opens_a_pull_request_with_the_fix_and_test(
     assert "fails without the patch and passes with it" in body
     everything = proc.stdout + proc.stderr + json.dumps([r.body for r in github.requests])
     assert token not in everything and API_KEY not in everything
+
+
+def test_a_config_file_and_the_old_option_names_configure_the_bot(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
+) -> None:
+    """The `bot:` section sets the trigger label and caps; old names still work, warned."""
+    config = tmp_path / "harness.yaml"
+    config.write_text("samples: 2\nbot:\n  label: fix-me\n  comment_max_samples: 4\n")
+    payload = comment_event(github, "/harness solve --samples 5")
+    proc = run_cli(
+        tmp_path,
+        project,
+        {**env, "GITHUB_EVENT_NAME": "issue_comment"},
+        payload,
+        "--config",
+        str(config),
+        "--solver",
+        "tests.bot.solvers:make_solver",
+        "--budget-usd",
+        "3",
+        "--max-budget-usd",
+        "10",
+    )
+    assert proc.returncode == 0, proc.stderr
+    # 5 samples is over the file's cap of 4: the comment is answered, nothing runs.
+    assert proc.stdout.startswith("invalid: --samples must be a whole number from 1 to 4")
+    assert "--budget-usd is deprecated and goes in the next release; use --max-usd" in proc.stderr
+    assert "use --comment-max-usd" in proc.stderr
+    label = run_cli(tmp_path, project, env, label_event(github), "--config", str(config))
+    assert label.stdout.startswith("ignored:"), label.stdout  # the label is fix-me now
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "local"], "the local sandbox backend is refused in bot mode"),
+        (["-c", "sandbox.backend=local"], "the local sandbox backend is refused in bot mode"),
+        (["--max-usd", "1", "--budget-usd", "2"], "--budget-usd and --max-usd are the same"),
+        (["--allowed-models", "script:x.py"], "allowed model 'script:x.py'"),
+        (["--min-permission", "read"], "must be one of write, maintain, admin"),
+        (["--solver", "nocolon"], "--solver 'nocolon' is not module:callable"),
+    ],
+)
+def test_bad_settings_exit_2_before_any_api_call(
+    tmp_path: Path,
+    project: Project,
+    github: FakeGitHub,
+    env: dict[str, str],
+    args: list[str],
+    message: str,
+) -> None:
+    proc = run_cli(tmp_path, project, env, label_event(github), *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert github.requests == []
