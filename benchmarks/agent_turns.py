@@ -61,7 +61,7 @@ async def _record_durations(cache: Path, work: Path) -> list[dict[str, Any]]:
         str(ROOT / "examples/durations.issue.md"), str(ROOT / "examples/durations"), None, cache
     )
     rec = data.Recorder(ScriptedLLM(respond), "durations")
-    async with make_backend("docker", cache) as backend:  # type: ignore[attr-defined]
+    async with make_backend("docker", cache) as backend:
         await Orchestrator(load_config(QUICK), rec, backend).solve(task, work / "durations")
     return rec.turns
 
@@ -91,7 +91,7 @@ async def _record_flask(
     llm = await make_llm(config.model, store=ModelStore(MODEL_DIR.parent), engine=config.engine)
     rec = data.Recorder(llm, "flask")
     try:
-        async with make_backend("docker", cache) as backend:  # type: ignore[attr-defined]
+        async with make_backend("docker", cache) as backend:
             await Orchestrator(config, rec, backend).solve(task, work / "flask-run")
     finally:
         await llm.aclose()
@@ -252,7 +252,7 @@ async def replay_all(
                 }
             )
             print(json.dumps(per_group[-1]), flush=True)
-        stats = suffix.spec_stats
+        stats = suffix.speculation_stats()
     finally:
         await base.aclose()
         await suffix.aclose()

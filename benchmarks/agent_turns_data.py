@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.llm.base import LLM, ChatRequest, ChatResponse
+from harness.llm.engine.spec_policy import SpecStats
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "agent_turns.json"
@@ -75,6 +76,9 @@ class Recorder:
             }
         )
         return response
+
+    def speculation_stats(self) -> SpecStats | None:
+        return self.inner.speculation_stats()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

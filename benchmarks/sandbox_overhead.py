@@ -60,7 +60,7 @@ def django_repo(workdir: Path) -> Path:
 
 async def measure(name: str, repo: Path, cache: Path, rounds: int) -> dict[str, object]:
     spec = SandboxSpec(repo=repo)
-    async with make_backend(name, cache) as backend:  # type: ignore[attr-defined]
+    async with make_backend(name, cache) as backend:
         t0 = time.perf_counter()
         box = await backend.open(spec)
         await box.exec(["true"])

@@ -30,6 +30,7 @@ from benchmarks.machine import describe  # noqa: E402
 from examples.scripted.durations_oracle import respond  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.llm.base import ChatRequest, ChatResponse  # noqa: E402
+from harness.llm.engine.spec_policy import SpecStats  # noqa: E402
 from harness.llm.scripted import ScriptedLLM  # noqa: E402
 from harness.orchestrator import Orchestrator  # noqa: E402
 from harness.sandboxes.docker import DockerBackend  # noqa: E402
@@ -51,6 +52,9 @@ class JitterLLM:
         mu = math.log(self.mean) - self.sigma**2 / 2  # so that the mean is `mean`
         await asyncio.sleep(self.rng.lognormvariate(mu, self.sigma) if self.sigma else self.mean)
         return await self.inner.chat(request)
+
+    def speculation_stats(self) -> SpecStats | None:
+        return self.inner.speculation_stats()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

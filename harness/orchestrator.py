@@ -1,9 +1,9 @@
 """Parallel x serial sampling: N trajectories at once, each testing then editing, with voting
 filling in as candidates appear (no stage barrier), then the selection loop.
 
-Every step is persisted under the run directory as it happens; `resume()` continues a run
-after a crash or Ctrl-C without redoing finished work. One trajectory failing never stops
-the others; an exhausted budget stops new model calls and the run finishes with what exists.
+Every step is persisted in the run directory (`RunStore`) as it happens; a run started again
+on the same directory continues it without redoing finished work. One trajectory failing never
+stops the others; an exhausted budget stops new model calls and the run ends with what exists.
 """
 
 from __future__ import annotations
@@ -11,32 +11,34 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
-from asyncio_pool import AioPool
+from typing import TYPE_CHECKING, Any
 
 from harness.agent.context import ContextFinder, ContextResult, pack
 from harness.agent.editing import EditingOutcome, restored_editing, run_editing
 from harness.agent.repro import ReproRunner
 from harness.agent.testing import TestingOutcome, restored_outcome, run_testing
 from harness.agent.trajectory import Conversation, Observer, TrajectoryLog
-from harness.config import SolveConfig, load_config, to_dict
-from harness.errors import BudgetExceeded, HarnessError, TaskError
+from harness.config import SolveConfig
+from harness.errors import BudgetExceeded, HarnessError
 from harness.llm.base import LLM, Sampling
-from harness.report import write_report
+from harness.report import RunSummary, SampleSummary, render_report
+from harness.runstore import RunStore
 from harness.sandboxes import Limits, Sandbox, SandboxBackend, SandboxSpec
 from harness.selectors.selection_loop import Selection, select, touched_files
 from harness.selectors.voting import Matrix, Voting
-from harness.store import read_json, write_json, write_text
 from harness.types import Candidate, CandidateResult, SolveResult, SolveStatus, Task
+
+if TYPE_CHECKING:
+    from harness.llm.engine.spec_policy import SpecStats
 
 
 @dataclass
 class SampleResult:
+    """One trajectory's outcome, filled in as it goes."""
+
     sample_id: str
     status: str  # "finished" | "budget" | "error"
     candidate: Candidate | None = None
@@ -46,6 +48,19 @@ class SampleResult:
     started: float = 0.0
     test_ready: float = 0.0
     finished: float = 0.0
+
+    def summary(self) -> SampleSummary:
+        return SampleSummary(
+            self.sample_id,
+            self.status,
+            self.message,
+            testing_turns=self.testing.turns if self.testing else 0,
+            reproduced=self.testing.reproduced if self.testing else False,
+            editing_turns=self.editing.turns if self.editing else 0,
+            editing_reason=self.editing.reason if self.editing else None,
+            seconds=self.finished - self.started,
+            testing_seconds=max(self.test_ready - self.started, 0.0),
+        )
 
 
 @dataclass
@@ -60,7 +75,10 @@ class Timings:
 
 
 class Orchestrator:
-    """Solves one task. Dependencies come in: the model, the sandbox backend, an observer."""
+    """Solves one task. Dependencies come in: the model, the sandbox backend, an observer.
+
+    `usage` reports the tokens and dollars spent so far; `unpriced` names the API models
+    whose calls have no known price (the report then says the cost is unknown)."""
 
     def __init__(
         self,
@@ -72,6 +90,7 @@ class Orchestrator:
         extra_candidates: list[Candidate] | None = None,
         usage: Callable[[], tuple[int, float]] | None = None,
         context_llm: LLM | None = None,
+        unpriced: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.llm = llm
@@ -80,128 +99,75 @@ class Orchestrator:
         self.observer = observer
         self.extra_candidates = extra_candidates or []
         self.usage = usage or (lambda: (0, 0.0))
+        self.unpriced = tuple(unpriced)
 
-    # Run directory -------------------------------------------------------------------------
-    @staticmethod
-    def prepare(run_dir: Path, task: Task, config: SolveConfig) -> None:
-        """Write the task and the effective config (a new run)."""
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            run_dir / "task.json",
-            {
-                "task_id": task.task_id,
-                "issue": task.issue,
-                "repo": task.repo,
-                "base_commit": task.base_commit,
-                "image": task.image,
-                "workdir": task.workdir,
-                "title": task.title,
-                "metadata": task.metadata,
-            },
-        )
-        write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(config), sort_keys=False))
-
-    @staticmethod
-    def load(run_dir: Path) -> tuple[Task, SolveConfig]:
-        """Task and config of an existing run directory (for --resume)."""
-        if not (run_dir / "task.json").exists():
-            raise TaskError(
-                f"{run_dir} is not a run directory (no task.json)",
-                hint="pass the directory a previous `harness solve` wrote",
-            )
-        data = read_json(run_dir / "task.json")
-        task = Task(
-            data["task_id"],
-            data["issue"],
-            data["repo"],
-            data["base_commit"],
-            data.get("image"),
-            data.get("workdir", "/testbed"),
-            data.get("title", ""),
-            data.get("metadata") or {},
-        )
-        return task, load_config(run_dir / "config.yaml")
-
-    # The run -------------------------------------------------------------------------------
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
-        if not (run_dir / "task.json").exists():
-            self.prepare(run_dir, task, self.config)
+        store = RunStore(run_dir)
+        if not store.exists():
+            store.create(task, self.config)
         timings = Timings()
-        spec_before = speculation_stats(self.llm)
+        spec_before = self.llm.speculation_stats()
         cfg = self.config
-        spec = SandboxSpec(
+        self._emit("run", {"kind": "stage", "stage": "sandbox"})
+        pristine = await self.backend.open(self._sandbox_spec(task))
+        runner = ReproRunner(
+            pristine,
+            timeout=cfg.testing.exec_timeout,  # also voting's: it runs the samples' scripts
+            output_limit=cfg.output_limit,
+            limit=asyncio.Semaphore(cfg.concurrency.execs),
+            python_path=cfg.sandbox.python_path,
+        )
+        async with pristine, runner:
+            since = time.time()
+            context = await self._context(task, pristine, store)
+            since = timings.mark("context", since)
+            async with Voting(runner, store.votes_log) as voting:
+                for candidate in self.extra_candidates:
+                    voting.add_candidate(candidate)
+                samples = await self._samples(task, pristine, runner, context, voting, store)
+                since = timings.mark("samples", since)
+                matrix = await voting.wait()
+            since = timings.mark("voting_tail", since)
+            selection = await self._select(
+                task, pristine, runner.with_timeout(cfg.selection.exec_timeout), matrix, store
+            )
+            timings.mark("selection", since)
+        spec_after = self.llm.speculation_stats()
+        speculation = spec_after.since(spec_before) if spec_after is not None else None
+        return self._finish(task, store, samples, matrix, selection, timings, speculation)
+
+    def _sandbox_spec(self, task: Task) -> SandboxSpec:
+        sandbox = self.config.sandbox
+        return SandboxSpec(
             repo=Path(task.repo),
             commit=task.base_commit,
-            image=task.image or cfg.sandbox.image,
+            image=task.image or sandbox.image,
             workdir=task.workdir,
-            network=cfg.sandbox.network,
-            limits=Limits(
-                cpus=cfg.sandbox.cpus, memory_mb=cfg.sandbox.memory_mb, pids=cfg.sandbox.pids
-            ),
-            ca_bundle=cfg.sandbox.ca_bundle,
+            network=sandbox.network,
+            limits=Limits(cpus=sandbox.cpus, memory_mb=sandbox.memory_mb, pids=sandbox.pids),
+            ca_bundle=sandbox.ca_bundle,
         )
-        self._emit("run", {"kind": "stage", "stage": "sandbox"})
-        pristine = await self.backend.open(spec)
-        async with pristine:
-            runner = ReproRunner(
-                pristine,
-                timeout=cfg.testing.exec_timeout,
-                output_limit=cfg.output_limit,
-                limit=asyncio.Semaphore(cfg.concurrency.execs),
-                python_path=cfg.sandbox.python_path,
-            )
-            since = time.time()
-            context = await self._context(task, pristine, run_dir)
-            since = timings.mark("context", since)
-            voting = Voting(runner, run_dir / "votes.jsonl")
-            for candidate in self.extra_candidates:
-                voting.add_candidate(candidate)
-            samples = await self._samples(task, pristine, runner, context, voting, run_dir)
-            since = timings.mark("samples", since)
-            matrix = await voting.wait()
-            since = timings.mark("voting_tail", since)
-            selection = await self._select(task, pristine, runner, matrix, run_dir)
-            timings.mark("selection", since)
-        spec_after = speculation_stats(self.llm)
-        speculation = spec_after.since(spec_before).to_json() if spec_after is not None else None
-        return self._finish(task, run_dir, samples, matrix, selection, timings, speculation)
 
-    async def _context(self, task: Task, pristine: Sandbox, run_dir: Path) -> str:
-        path = run_dir / "context.json"
-        if path.exists():
-            return str(read_json(path)["text"])
+    async def _context(self, task: Task, pristine: Sandbox, store: RunStore) -> str:
+        known = store.context_text()
+        if known is not None:
+            return known
         self._emit("run", {"kind": "stage", "stage": "context"})
         if not self.config.context.enabled:
             result = ContextResult((), "")
         else:
             finder = ContextFinder(
-                self.context_llm,
-                self.config.context,
-                run_dir / "context.jsonl",
-                program_id=f"{task.task_id}",
+                self.context_llm, self.config.context, store.context_log, program_id=task.task_id
             )
             try:
                 result = await finder.find(pristine, task.issue)
             except BudgetExceeded as exc:
                 self._emit("run", {"kind": "budget", "message": str(exc)})
                 result = ContextResult((), pack((), 0))
-        write_json(
-            path,
-            {
-                "files": [
-                    {
-                        "path": f.path,
-                        "relevant": f.relevant,
-                        "note": f.note,
-                        "lexical": round(f.lexical, 3),
-                    }
-                    for f in result.files
-                ],
-                "text": result.text,
-            },
-        )
+        store.save_context(result)
         return result.text
 
+    # Samples -------------------------------------------------------------------------------
     async def _samples(
         self,
         task: Task,
@@ -209,26 +175,40 @@ class Orchestrator:
         runner: ReproRunner,
         context: str,
         voting: Voting,
-        run_dir: Path,
+        store: RunStore,
     ) -> list[SampleResult]:
-        size = self.config.concurrency.samples or self.config.samples
-        results: list[SampleResult] = []
+        """Every sample, at most `concurrency.samples` at once; each one's outcome is
+        collected (an exception ends that sample as `error`), and its candidate joins voting
+        as soon as it is there."""
+        slots = asyncio.Semaphore(self.config.concurrency.samples or self.config.samples)
 
-        async def one(index: int) -> None:
-            try:
-                result = await self._sample(index, task, pristine, runner, context, run_dir)
-            except Exception as exc:  # escaped the sample's own handling (closing its sandbox)
-                result = self._failed_sample(index, exc, run_dir)
-            results.append(result)
+        async def one(index: int) -> SampleResult:
+            async with slots:
+                try:
+                    result = await self._sample(index, task, pristine, runner, context, store)
+                except Exception as exc:  # escaped the sample's own handling (closing its box)
+                    result = self._failed_sample(index, exc, store)
             if result.candidate is not None:
-                # Voting starts on this candidate now, while other samples still run.
-                await voting.add_test(result.sample_id, result.candidate.test)
-                voting.add_candidate(result.candidate)
+                await self._vote_on(result, result.candidate, voting, store)
+            return result
 
-        async with AioPool(size=size) as pool:
-            for index in range(self.config.samples):
-                pool.spawn_n(one(index))
-        return sorted(results, key=lambda r: r.sample_id)
+        # A TaskGroup awaits every sample, also when the run is cancelled.
+        async with asyncio.TaskGroup() as group:
+            running = [group.create_task(one(i)) for i in range(self.config.samples)]
+        return [job.result() for job in running]
+
+    async def _vote_on(
+        self, result: SampleResult, candidate: Candidate, voting: Voting, store: RunStore
+    ) -> None:
+        """Voting starts on this sample's test and candidate now, while other samples run."""
+        try:
+            await voting.add_test(result.sample_id, candidate.test)
+        except Exception as exc:  # its run on the original code broke: the patch still runs
+            message = f"its test could not run on the original code: {type(exc).__name__}: {exc}"
+            log = TrajectoryLog.open(store.trajectory_log(result.sample_id), result.sample_id)
+            log.record("error", "voting", message=message, traceback=traceback.format_exc())
+            result.status, result.message = "error", message
+        voting.add_candidate(candidate)
 
     async def _sample(
         self,
@@ -237,57 +217,20 @@ class Orchestrator:
         pristine: Sandbox,
         runner: ReproRunner,
         context: str,
-        run_dir: Path,
+        store: RunStore,
     ) -> SampleResult:
         sample_id = f"sample-{index:02d}"
-        log = TrajectoryLog.open(
-            run_dir / "trajectories" / f"{sample_id}.jsonl", sample_id, self.observer
-        )
+        log = TrajectoryLog.open(store.trajectory_log(sample_id), sample_id, self.observer)
         result = SampleResult(sample_id, "finished", started=time.time())
-        cfg = self.config
-        program = f"{task.task_id}:{sample_id}"
         box: Sandbox | None = None
         try:
-            if "testing" in log.outcomes:
-                testing = restored_outcome(log.outcomes["testing"])
-            else:
-                self._emit(sample_id, {"kind": "stage", "stage": "testing"})
-                conv = Conversation(
-                    self.llm,
-                    log,
-                    "testing",
-                    program,
-                    Sampling(
-                        cfg.testing.temperature,
-                        max_tokens=cfg.testing.max_tokens,
-                        seed=cfg.seed + index,
-                    ),
-                    max_turns=cfg.testing.max_turns,
-                )
-                testing = await run_testing(conv, runner, task, context, pristine.workdir)
+            testing = await self._testing(index, log, task, runner, context, pristine.workdir)
             result.testing, result.test_ready = testing, time.time()
-            if testing.test is not None and testing.original is not None:
-                runner.remember_original(testing.test, testing.original)
             if "editing" in log.outcomes:
                 editing = restored_editing(log.outcomes["editing"])
             else:
-                self._emit(sample_id, {"kind": "stage", "stage": "editing"})
                 box = await pristine.fork()
-                conv = Conversation(
-                    self.llm,
-                    log,
-                    "editing",
-                    program,
-                    Sampling(
-                        cfg.editing.temperature,
-                        max_tokens=cfg.editing.max_tokens,
-                        seed=cfg.seed + 1000 + index,
-                    ),
-                    max_turns=cfg.editing.max_turns,
-                )
-                editing = await run_editing(
-                    conv, runner, box, task, context, testing.test, testing.original
-                )
+                editing = await self._editing(index, log, task, runner, context, box, testing)
             result.editing = editing
             if editing.test is not None and editing.original is not None:
                 runner.remember_original(editing.test, editing.original)
@@ -310,17 +253,72 @@ class Orchestrator:
         self._emit(sample_id, {"kind": "stage", "stage": result.status})
         return result
 
-    def _failed_sample(self, index: int, exc: Exception, run_dir: Path) -> SampleResult:
+    async def _testing(
+        self,
+        index: int,
+        log: TrajectoryLog,
+        task: Task,
+        runner: ReproRunner,
+        context: str,
+        workdir: str,
+    ) -> TestingOutcome:
+        """The testing stage of sample `index` (or its outcome, when a run before finished it)."""
+        if "testing" in log.outcomes:
+            testing = restored_outcome(log.outcomes["testing"])
+        else:
+            self._emit(log.sample_id, {"kind": "stage", "stage": "testing"})
+            conv = self._conversation(log, "testing", task, seed_offset=index)
+            stage_runner = runner.with_timeout(self.config.testing.exec_timeout)
+            testing = await run_testing(conv, stage_runner, task, context, workdir)
+        if testing.test is not None and testing.original is not None:
+            runner.remember_original(testing.test, testing.original)
+        return testing
+
+    async def _editing(
+        self,
+        index: int,
+        log: TrajectoryLog,
+        task: Task,
+        runner: ReproRunner,
+        context: str,
+        box: Sandbox,
+        testing: TestingOutcome,
+    ) -> EditingOutcome:
+        """The editing stage of sample `index` in `box`, seeded with its testing outcome."""
+        self._emit(log.sample_id, {"kind": "stage", "stage": "editing"})
+        conv = self._conversation(log, "editing", task, seed_offset=1000 + index)
+        stage_runner = runner.with_timeout(self.config.editing.exec_timeout)
+        return await run_editing(
+            conv, stage_runner, box, task, context, testing.test, testing.original
+        )
+
+    def _conversation(
+        self, log: TrajectoryLog, stage: str, task: Task, *, seed_offset: int
+    ) -> Conversation:
+        cfg = self.config.testing if stage == "testing" else self.config.editing
+        return Conversation(
+            self.llm,
+            log,
+            stage,
+            f"{task.task_id}:{log.sample_id}",
+            Sampling(
+                cfg.temperature, max_tokens=cfg.max_tokens, seed=self.config.seed + seed_offset
+            ),
+            max_turns=cfg.max_turns,
+        )
+
+    def _failed_sample(self, index: int, exc: Exception, store: RunStore) -> SampleResult:
         sample_id = f"sample-{index:02d}"
         message = f"{type(exc).__name__}: {exc}"
-        log = TrajectoryLog.open(run_dir / "trajectories" / f"{sample_id}.jsonl", sample_id)
+        log = TrajectoryLog.open(store.trajectory_log(sample_id), sample_id)
         log.record("error", "sample", message=message, traceback=traceback.format_exc())
         now = time.time()
         self._emit(sample_id, {"kind": "stage", "stage": "error"})
         return SampleResult(sample_id, "error", message=message, started=now, finished=now)
 
+    # Selection -----------------------------------------------------------------------------
     async def _select(
-        self, task: Task, pristine: Sandbox, runner: ReproRunner, matrix: Matrix, run_dir: Path
+        self, task: Task, pristine: Sandbox, runner: ReproRunner, matrix: Matrix, store: RunStore
     ) -> Selection | None:
         ranked = matrix.ranked()[: self.config.selection.top_k]
         if not ranked:
@@ -330,7 +328,7 @@ class Orchestrator:
         if not self.config.selection.enabled:
             return fallback
         self._emit("run", {"kind": "stage", "stage": "selection"})
-        log = TrajectoryLog.open(run_dir / "selection.jsonl", "selection", self.observer)
+        log = TrajectoryLog.open(store.selection_log, "selection", self.observer)
         sel = self.config.selection
         conv = Conversation(
             self.llm,
@@ -344,131 +342,104 @@ class Orchestrator:
         try:
             return await select(conv, runner, task.issue, ranked, votes, files)
         except BudgetExceeded:
-            return Selection(
-                fallback.winner,
-                fallback.reasoning + "; budget exhausted before the selection loop finished",
-                "votes",
-                conv.turn,
-            )
+            why = "budget exhausted before the selection loop finished"
         except HarnessError as exc:
-            return Selection(
-                fallback.winner,
-                f"{fallback.reasoning}; selection failed: {exc}",
-                "votes",
-                conv.turn,
-            )
+            why = f"selection failed: {exc}"
+        return Selection(fallback.winner, f"{fallback.reasoning}; {why}", "votes", conv.turn)
 
     # Output --------------------------------------------------------------------------------
     def _finish(
         self,
         task: Task,
-        run_dir: Path,
+        store: RunStore,
         samples: list[SampleResult],
         matrix: Matrix,
         selection: Selection | None,
         timings: Timings,
-        speculation: dict[str, Any] | None = None,
+        speculation: SpecStats | None,
     ) -> SolveResult:
-        for sample in samples:
-            if sample.candidate is None:
-                continue
-            cid = sample.candidate.candidate_id
-            write_text(run_dir / "candidates" / f"{cid}.diff", sample.candidate.patch)
-            if sample.candidate.test is not None:
-                write_text(run_dir / "candidates" / f"{cid}.test.py", sample.candidate.test.content)
-        write_json(run_dir / "votes.json", matrix.to_json())
+        store.save_candidates(s.candidate for s in samples if s.candidate is not None)
+        summary = self._summary(task, samples, matrix, selection, timings, speculation)
+        patch = selection.winner.patch if selection else ""
+        report = render_report(task, summary, matrix, selection)
+        store.save_outputs(matrix, patch, summary, report)
+        return self._result(summary, store.root, patch, matrix, selection)
+
+    def _summary(
+        self,
+        task: Task,
+        samples: list[SampleResult],
+        matrix: Matrix,
+        selection: Selection | None,
+        timings: Timings,
+        speculation: SpecStats | None,
+    ) -> RunSummary:
         winner = selection.winner if selection else None
-        patch = winner.patch if winner else ""
-        write_text(run_dir / "patch.diff", patch)
-        verified = False
-        if winner is not None and winner.test is not None:
-            verified = _verified(matrix, winner)
-        candidates = tuple(
-            CandidateResult(
-                c,
-                matrix.votes(c.candidate_id),
-                winner is not None and c.candidate_id == winner.candidate_id,
-            )
-            for c in matrix.ranked()
+        status: SolveStatus = (
+            "patched" if winner is not None and winner.patch.strip() else "no_patch"
         )
+        message = ""
+        if status != "patched":
+            errors = [f"{s.sample_id}: {s.message}" for s in samples if s.status != "finished"]
+            message = "no sample produced a usable patch" + (
+                f" ({'; '.join(errors)})" if errors else ""
+            )
         tokens, cost = self.usage()
-        duration = time.time() - timings.start
-        status: SolveStatus = "patched" if patch.strip() else "no_patch"
-        errors = [f"{s.sample_id}: {s.message}" for s in samples if s.status != "finished"]
-        message = (
-            ""
-            if status == "patched"
-            else (
-                "no sample produced a usable patch" + (f" ({'; '.join(errors)})" if errors else "")
-            )
-        )
-        result = SolveResult(
+        return RunSummary(
             task_id=task.task_id,
             status=status,
+            winner=winner.candidate_id if winner else None,
+            selected_by=selection.by if selection else None,
+            test_verified=winner is not None and _verified(matrix, winner),
+            tokens=tokens,
+            cost_usd=cost,
+            duration_s=time.time() - timings.start,
+            timings_s=dict(timings.stages),
+            samples=tuple(s.summary() for s in samples),
+            message=message,
+            speculation=speculation,
+            unpriced=self.unpriced,
+        )
+
+    def _result(
+        self,
+        summary: RunSummary,
+        run_dir: Path,
+        patch: str,
+        matrix: Matrix,
+        selection: Selection | None,
+    ) -> SolveResult:
+        winner = selection.winner if selection else None
+        return SolveResult(
+            task_id=summary.task_id,
+            status=summary.status,
             patch=patch,
             run_dir=run_dir,
             test=winner.test if winner else None,
-            test_verified=verified,
+            test_verified=summary.test_verified,
             reasoning=selection.reasoning if selection else "",
-            candidates=candidates,
-            tokens=tokens,
-            cost_usd=cost,
-            duration_s=duration,
-            message=message,
-            stage_s=dict(timings.stages),
-            speculation=speculation,
+            candidates=tuple(
+                CandidateResult(c, matrix.votes(c.candidate_id), c.candidate_id == summary.winner)
+                for c in matrix.ranked()
+            ),
+            tokens=summary.tokens,
+            cost_usd=summary.cost_usd,
+            duration_s=summary.duration_s,
+            message=summary.message,
+            stage_s=dict(summary.timings_s),
+            speculation=summary.speculation.to_json() if summary.speculation else None,
+            unpriced=summary.unpriced,
         )
-        summary: dict[str, Any] = {
-            "task_id": task.task_id,
-            "status": status,
-            "winner": winner.candidate_id if winner else None,
-            "selected_by": selection.by if selection else None,
-            "test_verified": verified,
-            "tokens": tokens,
-            "cost_usd": round(cost, 6),
-            "duration_s": round(duration, 3),
-            "timings_s": timings.stages,
-            "samples": [
-                {
-                    "sample_id": s.sample_id,
-                    "status": s.status,
-                    "message": s.message,
-                    "testing_turns": s.testing.turns if s.testing else 0,
-                    "reproduced": s.testing.reproduced if s.testing else False,
-                    "editing_turns": s.editing.turns if s.editing else 0,
-                    "editing_reason": s.editing.reason if s.editing else None,
-                    "seconds": round(s.finished - s.started, 3),
-                    "testing_seconds": round(max(s.test_ready - s.started, 0.0), 3),
-                }
-                for s in samples
-            ],
-            "message": message,
-        }
-        if speculation is not None:
-            summary["speculation"] = speculation
-        write_json(run_dir / "summary.json", summary)
-        write_report(run_dir, task, result, summary, matrix, selection)
-        return result
 
     def _emit(self, source: str, event: dict[str, Any]) -> None:
         if self.observer is not None:
             self.observer(source, event)
 
 
-def speculation_stats(llm: object) -> Any:
-    """The draft/target counters of the engine behind `llm` (through wrappers such as the
-    budget's `.inner`), or None when it does not speculate. Engine-wide: runs sharing one
-    engine at the same time count in each other's span."""
-    for _ in range(8):
-        stats = getattr(llm, "spec_stats", None)
-        if stats is not None or not hasattr(llm, "inner"):
-            return stats
-        llm = llm.inner  # type: ignore[attr-defined]
-    return None
-
-
 def _verified(matrix: Matrix, winner: Candidate) -> bool:
     """The winner's own test fails on the original code and passes with the winner."""
+    if winner.test is None:
+        return False
     test_id = winner.source if winner.source in matrix.tests else winner.candidate_id
     original = matrix.original.get(test_id)
     cell = matrix.cell(winner.candidate_id, test_id)

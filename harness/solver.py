@@ -10,10 +10,12 @@ from pathlib import Path
 
 from harness.agent.trajectory import Observer
 from harness.config import SolveConfig, price_table
+from harness.llm.accounting import PriceTable, price_for
 from harness.llm.base import LLM
 from harness.llm.budget import Budget, BudgetedLLM, SpendLedger
 from harness.llm.model_store import ModelStore
 from harness.orchestrator import Orchestrator
+from harness.runstore import RunStore
 from harness.types import Candidate, SolveResult, Task
 
 ObserverFactory = Callable[[Callable[[], tuple[int, float]]], Observer]
@@ -86,7 +88,7 @@ class PipelineSolver:
         budget = Budget(
             max_tokens=self.config.budget.max_tokens,
             max_usd=self.config.budget.max_usd,
-            ledger=SpendLedger(run_dir / "spend.jsonl"),
+            ledger=SpendLedger(RunStore(run_dir).spend_log),
         )
         # `concurrency.llm_calls` bounds this run's calls in flight before they reserve.
         slots = asyncio.Semaphore(self.config.concurrency.llm_calls)
@@ -102,7 +104,7 @@ class PipelineSolver:
 
         sandbox = self.config.sandbox
         backend = make_backend(sandbox.backend, self.cache_dir, docker_image=sandbox.image)
-        async with backend:  # type: ignore[attr-defined]
+        async with backend:
             orchestrator = Orchestrator(
                 self.config,
                 llm,
@@ -111,6 +113,7 @@ class PipelineSolver:
                 extra_candidates=self.extra_candidates,
                 context_llm=context_llm,
                 usage=usage,
+                unpriced=unpriced_models(self.config, self.prices),
             )
             return await orchestrator.solve(task, run_dir)
 
@@ -120,6 +123,19 @@ class PipelineSolver:
         if self._context_llm is not None:
             await self._context_llm.aclose()
         self._llm = self._context_llm = None
+
+
+def unpriced_models(config: SolveConfig, prices: PriceTable) -> tuple[str, ...]:
+    """The API models of `config` (main and relevance) without a price: their calls cost an
+    unknown amount. In-process and scripted models cost nothing per token."""
+    from harness.llm.specs import parse_spec
+
+    names = []
+    for text in (config.model, config.context.relevance_model):
+        spec = parse_spec(text) if text else None
+        if spec is not None and spec.kind == "openai" and price_for(prices, spec.target) is None:
+            names.append(spec.target)
+    return tuple(dict.fromkeys(names))
 
 
 def make_pipeline_solver(

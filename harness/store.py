@@ -1,4 +1,5 @@
-"""Run-directory persistence: atomic JSON/text writes and append-only JSONL logs.
+"""Atomic JSON/text writes and append-only JSONL logs (run directories: harness.runstore;
+eval records: harness.evals).
 
 Every step of a run is appended (and fsync'd) as it happens, so a crash or Ctrl-C loses at
 most the step in flight; readers skip a torn last line.

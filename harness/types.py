@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -52,6 +53,36 @@ class Task:
     workdir: str = "/testbed"
     title: str = ""
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, as `from_json` reads it back (task.json of a run directory)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Task:
+        """The task `to_json` wrote. Optional fields may be missing (older files); a missing
+        or ill-typed required field is a ValueError that names it."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a task is a JSON object, not {type(data).__name__}")
+        for key in ("task_id", "issue", "repo", "base_commit"):
+            if not isinstance(data.get(key), str):
+                raise ValueError(f"task field {key!r} is missing or not a string")
+        image = data.get("image")
+        metadata = data.get("metadata") or {}
+        if image is not None and not isinstance(image, str):
+            raise ValueError("task field 'image' is not a string")
+        if not isinstance(metadata, Mapping):
+            raise ValueError("task field 'metadata' is not a mapping")
+        return cls(
+            task_id=data["task_id"],
+            issue=data["issue"],
+            repo=data["repo"],
+            base_commit=data["base_commit"],
+            image=image,
+            workdir=str(data.get("workdir") or "/testbed"),
+            title=str(data.get("title") or ""),
+            metadata={str(k): str(v) for k, v in metadata.items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +134,7 @@ class SolveResult:
     stage_s: dict[str, float] = field(default_factory=dict, hash=False)  # context, samples, ...
     # Draft/target decoding counters of the run (SpecStats.to_json), when the engine speculates
     speculation: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    unpriced: tuple[str, ...] = ()  # API models called without a known price: cost unknown
 
     @property
     def report_path(self) -> Path:
@@ -110,6 +142,11 @@ class SolveResult:
 
 
 class Solver(Protocol):
-    """Solves one task into a run directory. `harness eval` and `harness bot` take one."""
+    """Solves tasks into run directories. `harness eval` and `harness bot` take one; whoever
+    builds a solver calls `aclose` once after its last task."""
 
     async def solve(self, task: Task, run_dir: Path) -> SolveResult: ...
+
+    async def aclose(self) -> None:
+        """Release what the solver holds across tasks (a loaded model, say)."""
+        ...

@@ -4,19 +4,22 @@ budgets, and trajectories that fail without stopping the others."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from examples.scripted.durations_oracle import respond
+from examples.scripted.durations_oracle import HALF_RIGHT, RIGHT, respond
 from harness.config import load_config
-from harness.llm.base import ChatRequest
+from harness.llm.base import ChatRequest, ChatResponse
 from harness.llm.budget import Budget, BudgetedLLM
 from harness.llm.scripted import ScriptedLLM
 from harness.orchestrator import Orchestrator
 from harness.sandboxes import SandboxSpec
+from harness.store import read_jsonl
 from harness.tasks import make_task
 from harness.types import Task
 
@@ -242,3 +245,178 @@ async def test_the_pipeline_holds_a_cap_with_concurrent_trajectories_on_a_server
     else:
         assert billed_usd <= 0.05
     assert "budget" in [s["status"] for s in summary["samples"]], "the cap never bit"
+
+
+class Tracked:
+    """A sandbox backend that keeps every sandbox it hands out, forks included."""
+
+    name = "tracked"
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.boxes: list[Any] = []
+
+    def keep(self, box: Any) -> TrackedBox:
+        self.boxes.append(box)
+        return TrackedBox(box, self)
+
+    async def open(self, spec: SandboxSpec) -> TrackedBox:
+        return self.keep(await self.backend.open(spec))
+
+    async def aclose(self) -> None:
+        pass
+
+    async def __aenter__(self) -> Tracked:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
+
+
+class TrackedBox:
+    def __init__(self, box: Any, owner: Tracked) -> None:
+        self.box, self.owner = box, owner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.box, name)
+
+    async def fork(self) -> TrackedBox:
+        return self.owner.keep(await self.box.fork())
+
+    async def __aenter__(self) -> TrackedBox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.box.close()
+
+
+class Holding:
+    """The oracle for sample-00; every other trajectory's first call waits until cancelled."""
+
+    model_name = "holding"
+
+    def __init__(self) -> None:
+        self.inner = ScriptedLLM(respond)
+        self.held = 0
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        if not (request.program_id or "").endswith("sample-00"):
+            self.held += 1
+            await asyncio.Event().wait()
+        return await self.inner.chat(request)
+
+    def speculation_stats(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_cancelled_run_awaits_every_task_and_closes_every_sandbox(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Cancelled (a timeout in `harness eval`, a stop in `harness bot`) while two samples wait
+    on the model and voting holds sample-00's patched sandbox: every task the run started
+    ends with it and every sandbox it opened is closed, not left to the process's exit."""
+    task = await example_task(cache_dir)
+    tracked = Tracked(docker_backend)
+    llm = Holding()
+    config = load_config(None, ["samples=3", "context.enabled=false"])
+    run = tmp_path / "run"
+    before = asyncio.all_tasks()
+    job = asyncio.create_task(Orchestrator(config, llm, tracked).solve(task, run))  # type: ignore[arg-type]
+    deadline = time.monotonic() + 300
+    while not any(r.get("kind") == "cell" for r in read_jsonl(run / "votes.jsonl")):
+        assert not job.done(), job
+        assert time.monotonic() < deadline, "sample-00 never reached voting"
+        await asyncio.sleep(0.2)
+    assert llm.held == 2, "the other samples were not running"
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    assert len(tracked.boxes) >= 3  # the pristine one, sample-00's, voting's
+    assert [b for b in tracked.boxes if not b.closed] == []
+    await asyncio.sleep(0)  # let finished tasks leave the loop's set
+    assert asyncio.all_tasks() - before - {asyncio.current_task()} == set()
+
+
+SLOW = "import sys, time\ntime.sleep(4)\nprint('slept')\nsys.exit(2)\n"
+
+
+def slow_scripts(request: ChatRequest) -> str:
+    """Every script sleeps 4 s; sample-00 proposes the right fix, sample-01 another one."""
+    system = request.messages[0].content
+    turns = sum(1 for m in request.messages if m.role == "assistant")
+    if "reproduces a reported issue" in system:
+        return f"<test>\n{SLOW}</test>" if turns == 0 else "<done/>"
+    if "fixing an issue" in system:
+        edit = RIGHT if (request.program_id or "").endswith("sample-00") else HALF_RIGHT
+        return f"<edit>\n{edit}</edit>" if turns == 0 else "<done/>"
+    if "choosing the best of several candidate patches" in system:
+        return f"<test>\n{SLOW}</test>" if turns == 0 else "<choose>1</choose>"
+    return "<done/>"
+
+
+async def test_each_stage_runs_scripts_with_its_own_timeout(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path
+) -> None:
+    """testing.exec_timeout (and voting) 60 s, editing.exec_timeout 1 s, selection 1.5 s: the
+    same 4-second script passes the testing stage's limit and is cut by the others'."""
+    task = await example_task(cache_dir)
+    config = load_config(
+        None,
+        [
+            "samples=2",
+            "context.enabled=false",
+            "testing.exec_timeout=60",
+            "editing.exec_timeout=1",
+            "selection.exec_timeout=1.5",
+        ],
+    )
+    run = tmp_path / "run"
+    await Orchestrator(config, ScriptedLLM(slow_scripts), docker_backend).solve(task, run)
+    log = list(read_jsonl(run / "trajectories" / "sample-00.jsonl"))
+    runs = {(e["stage"], e["what"]): e["result"] for e in log if e["kind"] == "exec"}
+    assert not runs[("testing", "original")]["timed_out"]
+    assert runs[("testing", "original")]["exit_code"] == 2
+    assert runs[("editing", "patched")]["timed_out"]
+    assert runs[("editing", "patched")]["duration_s"] < 30
+    cells = [r["run"] for r in read_jsonl(run / "votes.jsonl") if r.get("kind") == "cell"]
+    assert len(cells) == 4 and not any(c["timed_out"] for c in cells)
+    (compare,) = [e for e in read_jsonl(run / "selection.jsonl") if e["kind"] == "exec"]
+    text = compare["result"]
+    assert "original code: exit code 2" in text
+    assert text.count("(the script timed out)") == 2, text
+
+
+async def test_a_sample_whose_voting_step_fails_is_an_error_and_the_run_goes_on(
+    docker_backend: Any, cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Samples run in a task group, where one exception would cancel them all: a failure
+    after a sample finished (its test joining voting) ends that sample as `error`, with the
+    traceback in its log, and its patch still votes."""
+    from harness.selectors.voting import Voting
+
+    add_test = Voting.add_test
+
+    async def flaky(self: Voting, test_id: str, test: Any) -> None:
+        if test_id == "sample-01":
+            raise RuntimeError("the original-code run broke")
+        await add_test(self, test_id, test)
+
+    monkeypatch.setattr(Voting, "add_test", flaky)
+    task = await example_task(cache_dir)
+    config = load_config(None, ["samples=3", "context.enabled=false"])
+    result = await Orchestrator(config, ScriptedLLM(respond), docker_backend).solve(
+        task, tmp_path / "run"
+    )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    statuses = {s["sample_id"]: s["status"] for s in summary["samples"]}
+    assert statuses == {"sample-00": "finished", "sample-01": "error", "sample-02": "finished"}
+    assert "the original-code run broke" in summary["samples"][1]["message"]
+    votes = json.loads((tmp_path / "run" / "votes.json").read_text())
+    assert "sample-01" in votes["candidates"] and "sample-01" not in votes["tests"]
+    assert result.status == "patched"
+    log = list(read_jsonl(tmp_path / "run" / "trajectories" / "sample-01.jsonl"))
+    (error,) = [e for e in log if e["kind"] == "error"]
+    assert error["stage"] == "voting" and "RuntimeError" in error["traceback"]

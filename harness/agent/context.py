@@ -9,11 +9,12 @@ as they come (resume skips them).
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from harness.agent.paths import is_test_path
 from harness.agent.prerank import prerank
 from harness.agent.render import render
 from harness.config import ContextConfig
@@ -47,9 +48,6 @@ SOURCE_SUFFIXES = {
     ".m",
     ".sh",
 }
-_TEST_PATH = re.compile(
-    r"(^|/)(tests?|testing)/|(^|/)test_[^/]*$|_tests?\.[a-z]+$|(^|/)conftest\.py$"
-)
 CHARS_PER_TOKEN = 3.5
 
 
@@ -71,13 +69,28 @@ class ContextResult:
     def paths(self) -> list[str]:
         return [f.path for f in self.files]
 
+    def to_json(self) -> dict[str, Any]:
+        """context.json: the chosen files (without their contents) and the packed text."""
+        return {
+            "files": [
+                {
+                    "path": f.path,
+                    "relevant": f.relevant,
+                    "note": f.note,
+                    "lexical": round(f.lexical, 3),
+                }
+                for f in self.files
+            ],
+            "text": self.text,
+        }
+
 
 def tokens_estimate(text: str) -> int:
     return int(len(text) / CHARS_PER_TOKEN) + 1
 
 
 def is_candidate(path: str) -> bool:
-    return Path(path).suffix in SOURCE_SUFFIXES and not _TEST_PATH.search(path)
+    return Path(path).suffix in SOURCE_SUFFIXES and not is_test_path(path)
 
 
 async def list_source_files(box: Sandbox) -> list[str]:

@@ -177,6 +177,15 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+@dataclass
+class _Progress:
+    """What the stage knows so far: its script and that script's latest runs."""
+
+    test: TestScript | None
+    original: TestRun | None  # the script's run on the original code
+    patched: TestRun | None = None  # ... and on the edited code
+
+
 async def run_editing(
     conv: Conversation,
     runner: ReproRunner,
@@ -187,80 +196,104 @@ async def run_editing(
     original: TestRun | None,
 ) -> EditingOutcome:
     """`box` is a fresh sandbox at the base commit (a checkpoint's patch is re-applied here)."""
-    patched: TestRun | None = None
-    checkpoint = conv.log.checkpoints.get(STAGE)
-    if checkpoint is not None:
-        state = checkpoint["state"]
-        conv.restore(state)
-        test = TestScript(state["test"]) if state.get("test") else None
-        if state.get("patch"):
-            restored = await box.apply_patch(state["patch"])
-            if not restored.applied:
-                raise SandboxError(f"cannot restore the checkpoint's patch: {restored.reason}")
+    progress = _Progress(test, original)
+    await _restore(conv, box, progress)
     if not conv.messages:
-        intro = (
-            result_text([("original", original)], "")
-            if original
-            else ("No working reproduction script exists yet; you may write one with <test>.")
-        )
-        conv.add("system", render("editing_system", workdir=box.workdir))
-        conv.add(
-            "user",
-            render(
-                "editing_user",
-                issue=task.issue,
-                context=context,
-                test=test.content if test else "(none)",
-                result=intro,
-            ),
-        )
+        _start(conv, box, task, context, progress)
     reason = "max_turns"
     while conv.turn < conv.max_turns:
         reply = await conv.ask(next_tool="edit_and_test")
-        action = parse_action(reply, ("edit", "test", "done"))
-        cut = conv.cut_note() if conv.cut else None
-        if isinstance(action, Malformed):
-            conv.add("user", f"{cut}: {action.message}" if cut else action.message)
-        elif action.kind == "done":
+        done = await _turn(conv, runner, box, progress, reply)
+        await _checkpoint(conv, box, progress.test)
+        if done:
             reason = "done"
-            await _checkpoint(conv, box, test)
             break
-        elif action.kind == "test" and cut and not action.closed:
-            conv.add("user", truncated_test_message(cut))
+    return await _outcome(conv, box, progress, reason)
+
+
+async def _restore(conv: Conversation, box: Sandbox, progress: _Progress) -> None:
+    """Continue from the stage's last checkpoint, if a run before left one."""
+    checkpoint = conv.log.checkpoints.get(STAGE)
+    if checkpoint is None:
+        return
+    state = checkpoint["state"]
+    conv.restore(state)
+    progress.test = TestScript(state["test"]) if state.get("test") else None
+    if state.get("patch"):
+        restored = await box.apply_patch(state["patch"])
+        if not restored.applied:
+            raise SandboxError(f"cannot restore the checkpoint's patch: {restored.reason}")
+
+
+def _start(conv: Conversation, box: Sandbox, task: Task, context: str, progress: _Progress) -> None:
+    intro = (
+        result_text([("original", progress.original)], "")
+        if progress.original
+        else "No working reproduction script exists yet; you may write one with <test>."
+    )
+    conv.add("system", render("editing_system", workdir=box.workdir))
+    conv.add(
+        "user",
+        render(
+            "editing_user",
+            issue=task.issue,
+            context=context,
+            test=progress.test.content if progress.test else "(none)",
+            result=intro,
+        ),
+    )
+
+
+async def _turn(
+    conv: Conversation, runner: ReproRunner, box: Sandbox, progress: _Progress, reply: str
+) -> bool:
+    """Act on one reply and tell the model what came of it; True when it says it is done."""
+    action = parse_action(reply, ("edit", "test", "done"))
+    cut = conv.cut_note() if conv.cut else None
+    if isinstance(action, Malformed):
+        conv.add("user", f"{cut}: {action.message}" if cut else action.message)
+    elif action.kind == "done":
+        return True
+    elif action.kind == "test" and cut and not action.closed:
+        conv.add("user", truncated_test_message(cut))
+    elif action.kind == "edit":
+        edit = await apply_edit(box, action.body)
+        note = edit_note(edit, cut, action.closed)
+        if edit.error is not None:
+            conv.add("user", note)
         else:
-            note = ""
-            if action.kind == "edit":
-                edit = await apply_edit(box, action.body)
-                note = edit_note(edit, cut, action.closed)
-                if edit.error is not None:
-                    conv.add("user", note)
-                    await _checkpoint(conv, box, test)
-                    continue
-            else:
-                test = TestScript(action.body)
-            if test is None:
-                conv.add(
-                    "user",
-                    _joined(
-                        note,
-                        "Edit applied. There is no reproduction script to run; "
-                        "write one with <test> or reply <done/>.",
-                    ),
-                )
-            else:
-                original = await _run(conv, runner, test, None, "original")
-                patched = await _run(conv, runner, test, box, "patched")
-                conv.add(
-                    "user",
-                    _joined(
-                        note,
-                        result_text(
-                            [("original", original), ("edited", patched)],
-                            _advice(original, patched),
-                        ),
-                    ),
-                )
-        await _checkpoint(conv, box, test)
+            await _run_script(conv, runner, box, progress, note)
+    else:
+        progress.test = TestScript(action.body)
+        await _run_script(conv, runner, box, progress, "")
+    return False
+
+
+async def _run_script(
+    conv: Conversation, runner: ReproRunner, box: Sandbox, progress: _Progress, note: str
+) -> None:
+    """Run the script on the original and the edited code and show the model both."""
+    if progress.test is None:
+        conv.add(
+            "user",
+            _joined(
+                note,
+                "Edit applied. There is no reproduction script to run; "
+                "write one with <test> or reply <done/>.",
+            ),
+        )
+        return
+    progress.original = await _run(conv, runner, progress.test, None, "original")
+    progress.patched = await _run(conv, runner, progress.test, box, "patched")
+    runs = [("original", progress.original), ("edited", progress.patched)]
+    conv.add("user", _joined(note, result_text(runs, _advice(progress.original, progress.patched))))
+
+
+async def _outcome(
+    conv: Conversation, box: Sandbox, progress: _Progress, reason: str
+) -> EditingOutcome:
+    test, patched = progress.test, progress.patched
+    original = progress.original if test else None
     patch = await box.diff()
     conv.log.record(
         "outcome",
@@ -270,9 +303,9 @@ async def run_editing(
         patch=patch,
         test=test.content if test else None,
         patched=patched.to_json() if patched else None,
-        original=original.to_json() if original and test else None,
+        original=original.to_json() if original else None,
     )
-    return EditingOutcome(patch, test, patched, conv.turn, reason, original if test else None)
+    return EditingOutcome(patch, test, patched, conv.turn, reason, original)
 
 
 def restored_editing(event: dict[str, Any]) -> EditingOutcome:

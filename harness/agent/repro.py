@@ -7,6 +7,7 @@ Exit-code convention (CodeMonkeys): 0 = issue fixed, 2 = issue still present, an
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import shlex
 from collections.abc import Mapping
@@ -68,7 +69,8 @@ def test_key(test: TestScript) -> str:
 
 
 class ReproRunner:
-    """Runs scripts in sandboxes, bounded by a shared limit on concurrent runs."""
+    """Runs scripts in sandboxes, bounded by a shared limit on concurrent runs. Use as
+    `async with`: leaving it cancels (and awaits) the runs on the original code in flight."""
 
     def __init__(
         self,
@@ -84,44 +86,73 @@ class ReproRunner:
         self.output_limit = output_limit
         self.limit = limit
         self.python_path = python_path
-        self._original: dict[str, asyncio.Task[TestRun]] = {}
+        self._original: dict[str, asyncio.Future[TestRun]] = {}
+
+    def with_timeout(self, timeout: float) -> ReproRunner:
+        """This runner with another default timeout per run (each stage has its own); the
+        sandbox, the limit and the cache of runs on the original code are shared."""
+        other = copy.copy(self)
+        other.timeout = timeout
+        return other
+
+    async def __aenter__(self) -> ReproRunner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        pending = [f for f in self._original.values() if not f.done()]
+        for future in pending:
+            future.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def on_original(self, test: TestScript, timeout: float | None = None) -> TestRun:
-        """The script's result on the unmodified repository (each distinct script runs once)."""
+        """The script's result on the unmodified repository (each distinct script runs once,
+        with the timeout of whoever asks first)."""
         key = test_key(test)
         if key not in self._original:
-            self._original[key] = asyncio.ensure_future(self._fresh(test, None, timeout))
+            self._original[key] = asyncio.ensure_future(self._fresh(test, timeout))
         return await asyncio.shield(self._original[key])
 
     def remember_original(self, test: TestScript, run: TestRun) -> None:
         """Seed the cache (a resumed run already knows these results)."""
         future: asyncio.Future[TestRun] = asyncio.get_running_loop().create_future()
         future.set_result(run)
-        self._original.setdefault(test_key(test), future)  # type: ignore[arg-type]
+        self._original.setdefault(test_key(test), future)
 
     async def on_patch(
         self, patch: str, tests: list[TestScript], timeout: float | None = None
     ) -> list[TestRun] | None:
         """Every script's result on the original code plus `patch`; None if it won't apply."""
         async with self.limit:
-            box = await self.pristine.fork()
+            box = await self._fork_with(patch)
+            if box is None:
+                return None
             async with box:
-                applied = await box.apply_patch(patch)
-                if not applied.applied:
-                    return None
                 return [await self.run_in(box, t, timeout, limited=False) for t in tests]
 
     async def patched(self, patch: str) -> Sandbox | None:
         """A fresh sandbox with `patch` applied (the caller closes it); None if it won't apply."""
         async with self.limit:
-            box = await self.pristine.fork()
+            return await self._fork_with(patch)
+
+    async def _fork_with(self, patch: str) -> Sandbox | None:
+        """A fork of the pristine sandbox with `patch` applied, or None. The fork is closed
+        whenever it is not handed back: when the patch does not apply, and when applying it
+        raises (a broken sandbox) or is cancelled."""
+        box = await self.pristine.fork()
+        try:
             applied = await box.apply_patch(patch)
+        except BaseException:
+            await box.close()
+            raise
         if not applied.applied:
             await box.close()
             return None
         return box
 
-    async def _fresh(self, test: TestScript, patch: str | None, timeout: float | None) -> TestRun:
+    async def _fresh(self, test: TestScript, timeout: float | None) -> TestRun:
         async with self.limit:
             box = await self.pristine.fork()
             async with box:

@@ -78,6 +78,9 @@ class IsolatedSolver:
         self._log = log
         self._python = python
 
+    async def aclose(self) -> None:
+        return None  # each solve's process ends with it: nothing is held between tasks
+
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
         run_dir.mkdir(parents=True, exist_ok=True)
         result_path = run_dir / RESULT_FILE
@@ -90,7 +93,7 @@ class IsolatedSolver:
                     "backend": self.spec.backend,
                 },
                 "options": asdict(self.options),
-                "task": asdict(task),
+                "task": task.to_json(),
                 "run_dir": str(run_dir),
             }
         ).encode()
@@ -137,7 +140,7 @@ def parse_request(data: Mapping[str, Any]) -> tuple[WorkerSpec, SolveOptions, Ta
     return (
         WorkerSpec(spec.get("solver"), Path(config_file) if config_file else None, spec["backend"]),
         SolveOptions(**data["options"]),
-        Task(**data["task"]),
+        Task.from_json(data["task"]),
         Path(data["run_dir"]),
     )
 
@@ -178,6 +181,7 @@ def result_from_json(data: Mapping[str, Any]) -> SolveResult:
             "run_dir": Path(data["run_dir"]),
             "test": test(data.get("test")),
             "candidates": candidates,
+            "unpriced": tuple(data.get("unpriced") or ()),
         }
     )
 

@@ -168,10 +168,10 @@ class GitHubBot:
         stage = "preparing the run"
         result: SolveResult | None = None
         try:
-            task, solver, run_dir = await self._prepare(trigger, options)
+            task, run_dir = await self._prepare(trigger)
             stage = "solving"
             self.log(f"solving {task.task_id} at {task.base_commit[:12]} into {run_dir}")
-            result = await solver.solve(task, run_dir)
+            result = await self._solve(task, run_dir, options)
             if result.status != "patched" or not result.patch.strip():
                 body = render.no_patch(trigger.key, result, links=self._links(result))
                 await self._edit(trigger, ack, body)
@@ -196,8 +196,8 @@ class GitHubBot:
         self.log(f"opened {pull.html_url}")
         return BotOutcome("opened", f"pull request #{pull.number}", pull.html_url, result)
 
-    async def _prepare(self, trigger: Trigger, options: SolveOptions) -> tuple[Task, Solver, Path]:
-        """The task (issue text with comments, checkout at HEAD), its solver and run dir."""
+    async def _prepare(self, trigger: Trigger) -> tuple[Task, Path]:
+        """The task (issue text with comments, checkout at HEAD) and its run directory."""
         ref = IssueRef(trigger.owner, trigger.repo.split("/")[1], trigger.issue.number)
         title, text = await fetch_issue_text(self.gh, ref)
         task = Task(
@@ -208,8 +208,15 @@ class GitHubBot:
             title=title,
             metadata={"github_issue": str(ref), "trigger": trigger.key},
         )
+        return task, self.run_root / f"{ref.task_id}-{trigger.key}"
+
+    async def _solve(self, task: Task, run_dir: Path, options: SolveOptions) -> SolveResult:
+        """A solver built for this trigger solves the task, and is closed after it."""
         solver = self.solver_factory(options)
-        return task, solver, self.run_root / f"{ref.task_id}-{trigger.key}"
+        try:
+            return await solver.solve(task, run_dir)
+        finally:
+            await solver.aclose()
 
     async def _publish(
         self, trigger: Trigger, branch: str, base: str, result: SolveResult

@@ -44,7 +44,7 @@ from harness.cli.options import (
 )
 from harness.config import Config, SolveConfig
 from harness.errors import ConfigError, HarnessError, RepoError, TaskError
-from harness.orchestrator import Orchestrator
+from harness.runstore import RunStore
 from harness.types import SolveResult, Task
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def _load_run(run_dir: Path) -> tuple[Task, SolveConfig]:
     """The task and config of a run directory to resume; a bad one is bad input (exit 2)."""
     hint = "pass the directory a previous `harness solve` wrote (it holds task.json)"
     try:
-        return Orchestrator.load(run_dir)
+        return RunStore(run_dir).load()
     except TaskError as exc:
         raise ConfigError(exc.message, hint=exc.hint or hint) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:

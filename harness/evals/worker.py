@@ -88,9 +88,8 @@ class Worker:
         if self._backend is not None:
             await self._backend.aclose()
         await self.images.aclose()
-        close = getattr(self._solver, "aclose", None)  # e.g. the pipeline's loaded model
-        if close is not None:
-            await close()
+        if self._solver is not None:  # e.g. the pipeline's loaded model
+            await self._solver.aclose()
 
     def grader(self) -> Grader:
         if self._backend is None:

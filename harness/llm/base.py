@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from harness.llm.engine.spec_policy import SpecStats
 
 Role = Literal["system", "user", "assistant"]
 FinishReason = Literal["stop", "length"]
@@ -75,6 +78,11 @@ class LLM(Protocol):
     def model_name(self) -> str: ...
 
     async def chat(self, request: ChatRequest) -> ChatResponse: ...
+
+    def speculation_stats(self) -> SpecStats | None:
+        """The draft/target counters so far of the engine behind this model, or None when it
+        does not speculate (API models never do). A wrapper returns its inner model's."""
+        ...
 
     async def aclose(self) -> None: ...
 

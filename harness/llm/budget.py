@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import BudgetExceeded, ConfigError, LLMError
 from harness.llm.accounting import (
@@ -25,6 +26,9 @@ from harness.llm.accounting import (
 )
 from harness.llm.base import LLM, ChatRequest, ChatResponse, Usage
 from harness.store import append_jsonl, read_jsonl
+
+if TYPE_CHECKING:
+    from harness.llm.engine.spec_policy import SpecStats
 
 _USD_SLACK = 1e-12  # float sums of prices
 log = logging.getLogger(__name__)
@@ -248,6 +252,9 @@ class BudgetedLLM:
     @property
     def model_name(self) -> str:
         return self.inner.model_name
+
+    def speculation_stats(self) -> SpecStats | None:
+        return self.inner.speculation_stats()
 
     async def chat(self, request: ChatRequest) -> ChatResponse:
         if self._slots is None:

@@ -258,6 +258,9 @@ class LocalLLM:
     def model_name(self) -> str:
         return self._name
 
+    def speculation_stats(self) -> None:
+        return None  # plain transformers generate(): no draft model
+
     def prompt_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids after the chat template."""
         text = self._tokenizer.apply_chat_template(

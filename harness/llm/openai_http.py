@@ -105,6 +105,9 @@ class OpenAIHTTP:
     def model_name(self) -> str:
         return self._model
 
+    def speculation_stats(self) -> None:
+        return None  # the server's decoding is not ours to count
+
     def request_body(self, request: ChatRequest) -> dict[str, Any]:
         s = request.sampling
         body: dict[str, Any] = {

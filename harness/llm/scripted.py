@@ -119,6 +119,9 @@ class ScriptedLLM:
     def model_name(self) -> str:
         return self._name
 
+    def speculation_stats(self) -> None:
+        return None  # canned answers: nothing is decoded
+
     @property
     def remaining(self) -> int | None:
         """Replies not yet given (None for a function script)."""

@@ -107,13 +107,18 @@ class Sandbox(Protocol):
 
 
 class SandboxBackend(Protocol):
-    """Opens sandboxes of one kind. Use as `async with` so leftovers are cleaned up."""
+    """Opens sandboxes of one kind. Use as `async with` so leftovers are cleaned up (leaving
+    it is `aclose`)."""
 
     name: str
 
     async def open(self, spec: SandboxSpec) -> Sandbox: ...
 
     async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> SandboxBackend: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
 
 
 class AgentSandbox(abc.ABC):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.agent.context import _TEST_PATH
+from harness.agent.paths import is_test_path
 from harness.agent.repro import ReproRunner, TestRun
 from harness.errors import SandboxError
 from harness.sandboxes import Sandbox
@@ -46,7 +46,7 @@ def drop_reason(patch: str) -> str | None:
     if not patch.strip():
         return "empty"
     files = _DIFF_FILE.findall(patch)
-    if files and all(_TEST_PATH.search(f) for f in files):
+    if files and all(is_test_path(f) for f in files):
         return "touches only tests"
     minus = sorted(
         "".join(line[1:].split())
@@ -143,7 +143,8 @@ class Voting:
 
     Each distinct patch gets one sandbox (forked and patched once) and a worker that runs the
     tests queued for it, one after another, as they arrive: a new cell costs one test run,
-    not a fork and a patch application.
+    not a fork and a patch application. Use as `async with`: leaving it early (an error, a
+    cancellation) cancels the workers and awaits them, closing their sandboxes.
     """
 
     def __init__(self, runner: ReproRunner, log_path: Path) -> None:
@@ -160,11 +161,29 @@ class Voting:
                 self.matrix.cells[key] = run
                 self._scheduled.add(key)
 
+    async def __aenter__(self) -> Voting:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the workers still running (none after `wait()`) and await them."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        self._queues.clear()
+
     async def add_test(self, test_id: str, test: TestScript | None) -> None:
         if test is None or test_id in self.matrix.tests:
             return
+        # Its run on the original code first: a test whose run there raises is never added.
+        original = await self.runner.on_original(test)
+        if test_id in self.matrix.tests:  # added meanwhile
+            return
         self.matrix.tests[test_id] = test
-        self.matrix.original[test_id] = await self.runner.on_original(test)
+        self.matrix.original[test_id] = original
         for key in list(self.matrix.groups):
             self._schedule(key, [test_id])
 
@@ -201,7 +220,7 @@ class Voting:
                 broken: SandboxError | None = None
                 if box is None and applies:
                     try:
-                        box = await self._patched(self.matrix.representative(key).patch)
+                        box = await self.runner.patched(self.matrix.representative(key).patch)
                     except SandboxError as exc:  # forking or patching broke: failed cells
                         broken = exc
                     applies = box is not None
@@ -218,21 +237,6 @@ class Voting:
         finally:
             if box is not None:
                 await box.close()
-
-    async def _patched(self, patch: str) -> Sandbox | None:
-        """A fork of the pristine sandbox with `patch` applied; None if it won't apply. The
-        fork is closed whenever it is not handed back, also when applying raises."""
-        async with self.runner.limit:
-            box = await self.runner.pristine.fork()
-            try:
-                applied = await box.apply_patch(patch)
-            except BaseException:
-                await box.close()
-                raise
-        if not applied.applied:
-            await box.close()
-            return None
-        return box
 
     def _record(self, key: str, test_id: str, run: TestRun | None) -> None:
         self.matrix.cells[(key, test_id)] = run

@@ -48,10 +48,14 @@ class FixingSolver:
         self.patch_path = patch_path
         self.fail = fail
         self.tasks: list[Task] = []
+        self.closed = 0  # aclose calls
 
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
         self.tasks.append(task)
         return await asyncio.to_thread(self._solve, task, run_dir)
+
+    async def aclose(self) -> None:
+        self.closed += 1
 
     def _solve(self, task: Task, run_dir: Path) -> SolveResult:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +116,10 @@ class NothingSolver:
 
     def __init__(self) -> None:
         self.tasks: list[Task] = []
+        self.closed = 0
+
+    async def aclose(self) -> None:
+        self.closed += 1
 
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
         self.tasks.append(task)

@@ -104,6 +104,7 @@ async def test_trusted_label_opens_a_pull_request(
     outcome = await handle(github, project, token, label_event(github), Factory(solver), logs=logs)
 
     assert outcome.action == "opened" and outcome.pull_url == f"https://github.com/{REPO}/pull/101"
+    assert solver.closed == 1, "the solver built for the trigger is closed after it"
     # The task the solver got: the checkout at HEAD, the issue with its comments.
     (task,) = solver.tasks
     assert (task.task_id, task.repo, task.base_commit) == (
@@ -206,6 +207,7 @@ async def test_redelivery_after_a_failure_retries_in_the_same_comment(
     broken = FixingSolver(fail=RuntimeError("model server went away"))
     with pytest.raises(RuntimeError, match="went away"):
         await handle(github, project, token, payload, Factory(broken))
+    assert broken.closed == 1, "a solver that failed is closed too"
     (ack,) = bot_comments(github)
     assert "failed while solving" in ack["body"] and "model server went away" in ack["body"]
     assert RUN_URL in ack["body"] and "state=failed" in ack["body"]

@@ -31,9 +31,12 @@ class KnownPatchSolver:
         )
         self.delay = float(os.environ.get(DELAY_ENV, "0"))
 
+    async def aclose(self) -> None:
+        return None  # holds nothing between tasks
+
     async def _diff_after(self, task: Task, patch: str) -> str:
         spec = SandboxSpec(repo=Path(task.repo), commit=task.base_commit, image=task.image)
-        async with make_backend("docker", self.cache_dir) as backend:  # type: ignore[attr-defined]
+        async with make_backend("docker", self.cache_dir) as backend:
             box = await backend.open(spec)
             async with box:
                 applied = await box.apply_patch(patch)
@@ -71,8 +74,14 @@ class KnownPatchSolver:
 class CrashingSolver:
     """Raises: the batch must record it and go on."""
 
+    def __init__(self) -> None:
+        self.closed = 0  # aclose calls
+
     async def solve(self, task: Task, run_dir: Path) -> SolveResult:
         raise RuntimeError(f"boom on {task.task_id}")
+
+    async def aclose(self) -> None:
+        self.closed += 1
 
 
 def known_patch() -> KnownPatchSolver:

@@ -97,8 +97,15 @@ async def test_a_crashing_solver_is_recorded_and_the_batch_goes_on(tmp_path: Pat
     insts = load_instances(str(project.dataset), cache_dir=tmp_path / "hf")
     config = config_for(tmp_path, project.mirror, project.registry())
     out = tmp_path / "run"
-    async with LocalExecutor(config, CrashingSolver) as ex:
+    made: list[CrashingSolver] = []
+
+    def factory() -> CrashingSolver:
+        made.append(CrashingSolver())
+        return made[-1]
+
+    async with LocalExecutor(config, factory) as ex:
         await Batch(out, ex, workers=2).run(insts)
+    assert [s.closed for s in made] == [1], "the worker builds one solver and closes it once"
     solves = read_solves(out / SOLVES)
     assert [s.status for s in solves] == ["error", "error"]
     assert all("boom on" in s.message for s in solves)

@@ -60,7 +60,7 @@ def grader_for(
 
 @pytest.fixture
 async def backend(cache_dir: Path) -> AsyncIterator[object]:
-    async with make_backend("docker", cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend("docker", cache_dir) as be:
         yield be
 
 

@@ -35,7 +35,7 @@ async def test_load_instance_task(project: Project, tmp_path: Path) -> None:
     assert task.image and task.image.startswith("harness-env:") and task.workdir == "/testbed"
     assert task.metadata["python"] == "3.11" and "hints" not in task.metadata
     # The task's sandbox has the project installed (an editable install into the venv).
-    async with make_backend("docker", tmp_path / "cache") as backend:  # type: ignore[attr-defined]
+    async with make_backend("docker", tmp_path / "cache") as backend:
         box = await backend.open(
             SandboxSpec(repo=Path(task.repo), commit=task.base_commit, image=task.image)
         )

@@ -186,6 +186,9 @@ class Reporting:
         prompt, completion_tokens, usd = self.reports.pop(0)
         return ChatResponse("x", "stop", Usage(prompt, completion_tokens), 0.0, cost_usd=usd)
 
+    def speculation_stats(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         pass
 

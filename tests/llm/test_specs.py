@@ -137,13 +137,13 @@ async def test_draft_models_load_beside_the_target(tiny_model_dir: Path) -> None
     spec = f"hf:{tiny_model_dir}"
     with_draft = EngineSettings(kv_memory_gb=0.02, draft_model=spec)  # k = 4 by default
     llm = await make_llm(spec, device="cpu", engine=with_draft)
-    assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
-    assert llm.spec_stats.mode == "token"
+    assert isinstance(llm, EngineLLM) and (stats := llm.speculation_stats()) is not None
+    assert stats.mode == "token"
     await llm.aclose()
     steps = EngineSettings(kv_memory_gb=0.02, draft_model="self:1", conformal_alpha=0.2)
     llm = await make_llm(spec, device="cpu", engine=steps)
-    assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
-    assert llm.spec_stats.mode == "step" and llm.spec_stats.alpha == 0.2
+    assert isinstance(llm, EngineLLM) and (stats := llm.speculation_stats()) is not None
+    assert stats.mode == "step" and stats.alpha == 0.2
     await llm.aclose()
     with pytest.raises(ModelSpecError, match="must run in process"):
         await make_llm(spec, engine=EngineSettings(draft_model="openai:small"))
@@ -162,7 +162,7 @@ async def test_lookup_drafts_by_default_and_by_name(tiny_model_dir: Path) -> Non
         (EngineSettings(kv_memory_gb=0.02, draft_model="suffix", speculate=5), 5),
     ):
         llm = await make_llm(spec, device="cpu", engine=settings)
-        assert isinstance(llm, EngineLLM) and llm.spec_stats is not None
+        assert isinstance(llm, EngineLLM) and llm.speculation_stats() is not None
         runner = llm.engine.runner
         assert isinstance(runner, SpeculativeRunner) and runner.draft is None  # no draft model
         assert runner.policy.config.k == k  # type: ignore[attr-defined]
@@ -170,7 +170,7 @@ async def test_lookup_drafts_by_default_and_by_name(tiny_model_dir: Path) -> Non
     plain = await make_llm(
         spec, device="cpu", engine=EngineSettings(kv_memory_gb=0.02, draft_model="none")
     )
-    assert isinstance(plain, EngineLLM) and plain.spec_stats is None
+    assert isinstance(plain, EngineLLM) and plain.speculation_stats() is None
     await plain.aclose()
     # The default needs no engine: with the engine off a model just runs plain `generate`.
     local = await make_llm(spec, device="cpu", engine=EngineSettings(enabled=False))

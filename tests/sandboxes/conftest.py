@@ -34,7 +34,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 async def backend(backend_name: str, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
-    async with make_backend(backend_name, cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend(backend_name, cache_dir) as be:
         yield be
 
 

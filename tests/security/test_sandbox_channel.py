@@ -62,7 +62,7 @@ while True:
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
     skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend(request.param, cache_dir) as be:
         yield be
 
 

@@ -56,7 +56,7 @@ print(sum(os.waitpid(pid, 0)[1] == 0 for pid in kids), flush=True)
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
     skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend(request.param, cache_dir) as be:
         yield be
 
 
@@ -105,7 +105,7 @@ async def test_tmp_is_bounded(backend: SandboxBackend, repo: Path) -> None:
 async def test_bwrap_work_tree_is_bounded(cache_dir: Path, repo: Path) -> None:
     skip_unless_available("bwrap")
     spec = SandboxSpec(repo=repo, limits=Limits(disk_mb=DISK_MB))
-    async with make_backend("bwrap", cache_dir) as be, await be.open(spec) as box:  # type: ignore[attr-defined]
+    async with make_backend("bwrap", cache_dir) as be, await be.open(spec) as box:
         res = await box.exec(
             "for i in 1 2 3; do dd if=/dev/zero of=fill$i bs=1M count=30 2>&1; done; "
             "du -sbc fill* | tail -1",
@@ -119,7 +119,7 @@ async def test_bwrap_work_tree_is_bounded(cache_dir: Path, repo: Path) -> None:
 async def test_docker_disk_is_bounded(cache_dir: Path, repo: Path) -> None:
     skip_unless_available("docker")
     spec = SandboxSpec(repo=repo, limits=Limits(disk_mb=DISK_MB))
-    async with make_backend("docker", cache_dir) as be, await be.open(spec) as box:  # type: ignore[attr-defined]
+    async with make_backend("docker", cache_dir) as be, await be.open(spec) as box:
         # One file past the limit fails outright.
         res = await box.exec(f"dd if=/dev/zero of=big bs=1M count={2 * DISK_MB}; stat -c %s big")
         assert int(res.stdout.split()[-1]) <= DISK_MB << 20, res.output

@@ -22,7 +22,7 @@ BACKENDS = [
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
     skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend(request.param, cache_dir) as be:
         yield be
 
 
@@ -38,7 +38,7 @@ def status_fields(text: str) -> dict[str, str]:
 
 async def test_local_commands_are_unprivileged_too(cache_dir: Path, repo: Path) -> None:
     """No isolation, but started by root it still runs nothing as root."""
-    async with make_backend("local", cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend("local", cache_dir) as be:
         await test_commands_are_unprivileged(be, repo)
 
 

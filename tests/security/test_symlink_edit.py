@@ -31,7 +31,7 @@ async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncItera
             pytest.skip(f"docker unavailable: {reason}")
     if name == "bwrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed")
-    async with make_backend(name, cache_dir) as be:  # type: ignore[attr-defined]
+    async with make_backend(name, cache_dir) as be:
         yield be
 
 

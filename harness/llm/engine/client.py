@@ -172,13 +172,12 @@ class EngineLLM:
                 return f"the last {self._failed_in_row} engine steps failed: {self._step_error!r}"
         return None
 
-    @property
-    def spec_stats(self) -> SpecStats | None:
+    def speculation_stats(self) -> SpecStats | None:
         """Speculation counters so far (None when the engine does not speculate)."""
         return self._spec.stats() if self._spec is not None else None
 
     def _log_spec(self, force: bool = False) -> None:
-        stats = self.spec_stats
+        stats = self.speculation_stats()
         now = time.monotonic()
         if stats is None or (not force and now - self._last_log < LOG_EVERY_S):
             return

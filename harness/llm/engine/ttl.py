@@ -10,35 +10,61 @@ current memory pressure u in [0, 1]:
 
 F jumps only at observed gaps, so the best tau is one of them; U <= 0 everywhere means no pin.
 Under pressure the pin with the lowest P(G <= tau | G > elapsed) is dropped first.
+Tool names come from clients (`next_tool` of `harness serve`), so the names with statistics
+are bounded: the least recently observed name is forgotten first.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import OrderedDict, deque
 
 from harness.llm.engine.config import EngineConfig
 
 DEFAULT_TOOL = "_"
+MAX_TOOLS = 256  # tool names with gap statistics; agents use a handful
 
 
 class GapStats:
-    """A bounded window of observed tool gaps per tool name, kept sorted for CDF queries."""
+    """A bounded window of observed tool gaps per tool name, kept sorted for CDF queries.
 
-    def __init__(self, window: int) -> None:
+    At most `max_tools` names are kept (the default name always among them); a forgotten or
+    never seen name has no samples, so its TTL comes from the priors or the default."""
+
+    def __init__(self, window: int, max_tools: int = MAX_TOOLS) -> None:
         self.window = window
-        self._recent: dict[str, deque[float]] = {}
+        self.max_tools = max(max_tools, 1)
+        self._recent: OrderedDict[str, deque[float]] = OrderedDict()  # least recent first
         self._sorted: dict[str, list[float]] = {}
+
+    @property
+    def tools(self) -> list[str]:
+        """The names with statistics, least recently observed first."""
+        return list(self._recent)
 
     def observe(self, tool: str | None, gap: float) -> None:
         key = tool or DEFAULT_TOOL
-        recent = self._recent.setdefault(key, deque())
-        ordered = self._sorted.setdefault(key, [])
+        if key in self._recent:
+            self._recent.move_to_end(key)
+        else:
+            self._forget_one_if_full()
+            self._recent[key] = deque()
+            self._sorted[key] = []
+        recent, ordered = self._recent[key], self._sorted[key]
         recent.append(gap)
         bisect.insort(ordered, gap)
         if len(recent) > self.window:
             old = recent.popleft()
             del ordered[bisect.bisect_left(ordered, old)]
+
+    def _forget_one_if_full(self) -> None:
+        if len(self._recent) < self.max_tools:
+            return
+        # The least recent name other than the default one (which goes only when it is all
+        # there is, with max_tools 1).
+        oldest = next((k for k in self._recent if k != DEFAULT_TOOL), DEFAULT_TOOL)
+        del self._recent[oldest]
+        del self._sorted[oldest]
 
     def samples(self, tool: str | None) -> list[float]:
         return self._sorted.get(tool or DEFAULT_TOOL, [])

@@ -104,7 +104,7 @@ async def test_speculative_engine_llm_keeps_greedy_answers_and_reports(
     async with llm:
         outs = await asyncio.gather(*(llm.chat(r) for r in reqs))
         assert [o.text for o in outs] == expected
-        stats = llm.spec_stats
+        stats = llm.speculation_stats()
         assert stats is not None and stats.mode == "token" and stats.drafted > 0
         assert stats.draft_tokens + stats.target_tokens == sum(
             o.usage.completion_tokens for o in outs
@@ -139,7 +139,7 @@ async def test_step_speculation_through_engine_llm(tokenizer: Any) -> None:
     assert tokenizer.encode("\n")[0] in policy.config.delimiter_ids
     async with llm:
         outs = await asyncio.gather(*(llm.chat(_req(f"step {i}", n=40)) for i in range(4)))
-        stats = llm.spec_stats
+        stats = llm.speculation_stats()
         assert stats is not None and stats.steps_scored > 0
         assert stats.draft_tokens + stats.target_tokens == sum(
             o.usage.completion_tokens for o in outs

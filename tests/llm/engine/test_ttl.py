@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.llm.engine.config import EngineConfig
-from harness.llm.engine.ttl import GapStats, TtlPolicy
+from harness.llm.engine.ttl import DEFAULT_TOOL, MAX_TOOLS, GapStats, TtlPolicy
 
 
 def test_gap_window_keeps_recent_sorted() -> None:
@@ -14,6 +14,35 @@ def test_gap_window_keeps_recent_sorted() -> None:
         s.observe("t", g)
     assert s.samples("t") == [1.0, 2.0, 3.0]
     assert s.cdf("t", 2.0) == 2 / 3
+
+
+def test_tool_names_a_client_sprays_are_bounded_least_recent_first() -> None:
+    """`next_tool` comes from clients of `harness serve`: a million distinct names keep at
+    most `max_tools` of them; the ones in use stay, the default name stays."""
+    s = GapStats(window=4, max_tools=3)
+    s.observe(None, 9.0)
+    s.observe("run_test", 1.0)
+    for i in range(1000):
+        s.observe(f"hostile-{i}", 0.5)
+        s.observe("run_test", 1.0)  # in use: refreshed each time
+    assert s.tools == [DEFAULT_TOOL, "hostile-999", "run_test"]
+    assert s.samples("run_test") == [1.0] * 4 and s.samples(None) == [9.0]
+    assert s.samples("hostile-0") == [] and s.cdf("hostile-0", 1.0) == 0.0
+    only = GapStats(window=4, max_tools=1)
+    only.observe(None, 1.0)
+    only.observe("a", 2.0)
+    assert only.tools == ["a"]
+
+
+def test_a_forgotten_tool_falls_back_to_the_default_ttl() -> None:
+    p = TtlPolicy(EngineConfig(default_ttl_s=2.0, prefill_tok_per_s=1000.0))
+    for _ in range(10):
+        p.observe_gap("edit", 1.0)
+    assert 1.0 < p.ttl("edit", 2000, 10, 100, pressure=1.0) < 1.5
+    for i in range(2 * MAX_TOOLS):
+        p.observe_gap(f"name-{i}", 30.0)
+    assert len(p.stats.tools) == MAX_TOOLS and "edit" not in p.stats.tools
+    assert p.ttl("edit", 2000, 10, 100, pressure=1.0) == 2.0
 
 
 def test_without_data_pins_for_the_default_or_the_prior() -> None:
