@@ -44,6 +44,7 @@ from harness.cli.options import (
 )
 from harness.config import Config, SolveConfig
 from harness.errors import ConfigError, HarnessError, RepoError, TaskError
+from harness.report import dollars
 from harness.runstore import RunStore
 from harness.types import SolveResult, Task
 
@@ -322,10 +323,13 @@ async def _solve_live(
     solver: PipelineSolver, task: Task, run_dir: Path, samples: int
 ) -> SolveResult:
     """The solve with a live view of its samples on the terminal."""
+    from harness.solver import unpriced_models
+
+    unpriced = unpriced_models(solver.config, solver.prices)
     views: list[LiveView] = []
 
     def make_view(usage: Callable[[], tuple[int, float]]) -> LiveView:
-        views.append(LiveView(samples, usage))
+        views.append(LiveView(samples, usage, unpriced))
         return views[-1]
 
     live = Live(console=err, refresh_per_second=4, transient=False)
@@ -357,7 +361,8 @@ def _summary(result: SolveResult) -> dict[str, object]:
             for c in result.candidates
         ],
         "tokens": result.tokens,
-        "cost_usd": result.cost_usd,
+        "cost_usd": None if result.unpriced else result.cost_usd,  # None: unknown
+        "unpriced": list(result.unpriced),
         "duration_s": round(result.duration_s, 3),
         "message": result.message,
     }
@@ -380,7 +385,9 @@ def _print_result(result: SolveResult, embedded_model: bool = False) -> None:
             )
     out.print(f"report: {result.report_path}")
     out.print(
-        f"[dim]{result.tokens:,} tokens · ${result.cost_usd:.4f} · {result.duration_s:.0f} s[/]"
+        f"[dim]{result.tokens:,} tokens · {dollars(result.cost_usd, result.unpriced)} · "
+        f"{result.duration_s:.0f} s[/]",
+        highlight=False,
     )
 
 

@@ -169,3 +169,30 @@ def test_the_embedded_model_says_what_it_is_for(capsys: pytest.CaptureFixture[st
     assert "no patch" in shown and "-m openai:" in shown and "-m hf:" in shown
     _print_result(result, embedded_model=False)
     assert "-m openai:" not in capsys.readouterr().out
+
+
+def test_an_unpriced_api_model_costs_unknown_not_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    from rich.console import Console
+
+    from harness.cli.live import LiveView
+    from harness.cli.solve import _print_result, _summary
+    from harness.types import SolveResult
+
+    result = SolveResult(
+        "t", "no_patch", "", Path("runs/t"), tokens=1200, unpriced=("gpt-mystery",)
+    )
+    _print_result(result)
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "unknown (no price for gpt-mystery)" in shown and "$0.0000" not in shown
+    assert _summary(result)["cost_usd"] is None
+    assert _summary(result)["unpriced"] == ["gpt-mystery"]
+    priced = SolveResult("t", "no_patch", "", Path("runs/t"), cost_usd=0.25)
+    _print_result(priced)
+    assert "$0.2500" in capsys.readouterr().out and _summary(priced)["cost_usd"] == 0.25
+
+    console = Console(record=True, width=200)
+    console.print(LiveView(2, lambda: (1200, 0.0), unpriced=("gpt-mystery",)))
+    footer = console.export_text()
+    assert "unknown (no price for gpt-mystery)" in footer and "$0.0000" not in footer
+    console.print(LiveView(2, lambda: (1200, 0.5)))
+    assert "$0.5000" in console.export_text()
