@@ -45,6 +45,7 @@ from harness.cli.options import (
     warn,
 )
 from harness.errors import ConfigError
+from harness.report import dollars
 
 if TYPE_CHECKING:
     from harness.config import Config
@@ -520,7 +521,7 @@ class _progress:
     def update(self, p: Any) -> None:
         stats = (
             f"resolved {p.resolved}/{p.done} · covered {p.covered} · "
-            f"{p.tokens:,} tok · ${p.cost_usd:.2f}"
+            f"{p.tokens:,} tok · {dollars(p.cost_usd, p.unpriced, places=2)}"
         )
         if self.bar is not None:
             self.bar.update(self.task, total=p.total, completed=p.done, stats=stats)
