@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -348,9 +347,7 @@ async def _solve_once(solver: str | None, config: SolveConfig, task: Any, run_di
     try:
         return await built.solve(task, run_dir)
     finally:
-        close: Callable[[], Any] | None = getattr(built, "aclose", None)
-        if close is not None:
-            await close()
+        await built.aclose()  # e.g. the pipeline's loaded model
 
 
 def check_backend(backend: str | None) -> None:

@@ -62,7 +62,7 @@ async def _exec(backend_name: str, spec: SandboxSpec, cmd: list[str]) -> int:
 
     # One argument holding spaces is a shell command line; several are an argv.
     argv = ["bash", "-c", cmd[0]] if len(cmd) == 1 and " " in cmd[0] else cmd
-    async with make_backend(backend_name, cache_dir()) as backend:  # type: ignore[attr-defined]
+    async with make_backend(backend_name, cache_dir()) as backend:
         box = await backend.open(spec)
         async with box:
             result = await box.exec(argv, on_output=show)

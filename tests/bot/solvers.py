@@ -152,3 +152,32 @@ def make_leaky_solver(config: SolveConfig) -> FixingSolver:
     """Puts the environment's API key in its reasoning, as a careless model might."""
     key = os.environ.get("OPENAI_API_KEY", "")
     return FixingSolver(_options(config), reasoning=f"debug: OPENAI_API_KEY={key}")
+
+
+class ClosingSolver(NothingSolver):
+    """Leaves a `closed` file in the run directory when closed (or raises while solving),
+    so a test can see from outside that the process closing it did."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.run_dir: Path | None = None
+
+    async def solve(self, task: Task, run_dir: Path) -> SolveResult:
+        self.run_dir = run_dir
+        if self.fail:
+            raise RuntimeError("the solver broke")
+        return await super().solve(task, run_dir)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.run_dir is not None:
+            (self.run_dir / "closed").write_text(str(self.closed))
+
+
+def make_closing_solver(config: SolveConfig) -> ClosingSolver:
+    return ClosingSolver()
+
+
+def make_failing_closing_solver(config: SolveConfig) -> ClosingSolver:
+    return ClosingSolver(fail=True)

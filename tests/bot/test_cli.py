@@ -216,3 +216,30 @@ def test_bad_settings_exit_2_before_any_api_call(
     proc = run_cli(tmp_path, project, env, label_event(github), *args)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert github.requests == []
+
+
+@pytest.mark.parametrize("solver", ["make_closing_solver", "make_failing_closing_solver"])
+def test_the_solve_worker_closes_the_solver_it_builds(tmp_path: Path, solver: str) -> None:
+    request = {
+        "spec": {"solver": f"tests.bot.solvers:{solver}", "config_file": None, "backend": None},
+        "options": {"samples": None, "model": None, "budget_usd": None},
+        "task": {"task_id": "t", "issue": "x", "repo": str(tmp_path), "base_commit": "0" * 40},
+        "run_dir": str(tmp_path / "run"),
+    }
+    from harness.bot.isolation import CREDENTIAL_VARS, RESULT_FILE
+
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_VARS}
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness", "bot", "solve-worker"],
+        input=json.dumps(request),
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    failing = solver.startswith("make_failing")
+    assert proc.returncode == (1 if failing else 0), proc.stderr
+    answer = json.loads((tmp_path / "run" / RESULT_FILE).read_text())
+    assert ("error" in answer) == failing
+    assert (tmp_path / "run" / "closed").read_text() == "1"  # closed once, also on failure
