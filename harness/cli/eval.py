@@ -223,14 +223,15 @@ def run_cmd(
     )  # fmt: skip
     cfg = load_config(config_file, overrides, {**pipeline.keys(), **eval_flags.keys()})
     factory = solver_factory(solver)
-    local_backend_warning(cfg.solve.sandbox.backend)
-    if solver is None:
-        _embedded_model_note(cfg)
     args = _resume_args(out, resuming, dataset, split, instances, filter_, slice_)
     insts, unknown, meta = _select(out, args)
     config = eval_config(cfg)
     meta = {**meta, "kind": "run", "solver": describe(solver, cfg.solve)}
     prepare_out_dir(out, resume=resuming, meta=meta)
+    # Said once the input is known good, as the run starts (a usage error comes alone).
+    local_backend_warning(cfg.solve.sandbox.backend)
+    if solver is None:
+        _embedded_model_note(cfg)
     settings = cfg.eval
 
     async def go() -> None:

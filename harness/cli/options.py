@@ -31,7 +31,7 @@ CONFORMAL_ALPHA_HELP = (
     "rewrites the worst ~A of them (split-conformal threshold; A in (0, 1])."
 )
 SOLVER_HELP = (
-    "module:factory: a callable that takes the run's SolveConfig (--config, -c and the "
+    "A callable, module:factory, that takes the run's SolveConfig (--config, -c and the "
     "flags) and returns a harness.types.Solver (default: the harness pipeline)."
 )
 
