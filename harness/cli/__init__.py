@@ -110,15 +110,28 @@ def _usage_error_class() -> type[Exception]:
     return sys.modules[typer.BadParameter.__module__].UsageError  # type: ignore[no-any-return]
 
 
-def report_usage_error(exc: Any) -> int:
+def command_path(command: Any, args: list[str]) -> str:
+    """`harness eval run` for args `eval run --workers`: the (sub)command the args name."""
+    words = ["harness"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        command = sub
+    return " ".join(words)
+
+
+def report_usage_error(exc: Any, where: str = "harness") -> int:
     """A malformed command line (`-n abc`, an unknown option) as one line and a hint, exit 2,
-    like every other input error; Typer's own is a multi-line box."""
+    like every other input error; Typer's own is a multi-line box. `where`: the command the
+    line names, for errors click raises before it has a context (a missing option value)."""
     ctx = getattr(exc, "ctx", None)
     if type(exc).__name__ == "NoArgsIsHelpError":  # `harness eval`: the help is the answer
         if ctx is not None:
             typer.echo(ctx.get_help(), err=True)
         return 2
-    where = ctx.command_path if ctx is not None else "harness"
+    where = ctx.command_path if ctx is not None else where
     message = " ".join(exc.format_message().split())
     report_error(ConfigError(message, hint=f"see `{where} --help`"))
     return 2
@@ -138,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = command.main(args=args, prog_name="harness", standalone_mode=False)
     except _usage_error_class() as exc:
-        sys.exit(report_usage_error(exc))
+        sys.exit(report_usage_error(exc, command_path(command, args)))
     except ConfigError as exc:
         report_error(exc)
         sys.exit(2)

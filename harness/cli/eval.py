@@ -223,13 +223,13 @@ def run_cmd(
     )  # fmt: skip
     cfg = load_config(config_file, overrides, {**pipeline.keys(), **eval_flags.keys()})
     factory = solver_factory(solver)
+    local_backend_warning(cfg.solve.sandbox.backend)  # as soon as it is chosen, as solve does
     args = _resume_args(out, resuming, dataset, split, instances, filter_, slice_)
     insts, unknown, meta = _select(out, args)
     config = eval_config(cfg)
     meta = {**meta, "kind": "run", "solver": describe(solver, cfg.solve)}
     prepare_out_dir(out, resume=resuming, meta=meta)
-    # Said once the input is known good, as the run starts (a usage error comes alone).
-    local_backend_warning(cfg.solve.sandbox.backend)
+    # Said as the run starts, once the input is known good (as solve does).
     if solver is None:
         _embedded_model_note(cfg)
     settings = cfg.eval
