@@ -87,7 +87,9 @@ def github(
     model: str | None = model_option("Model spec of the runs (a comment may pick another)."),
     base_url: str | None = base_url_option(),
     samples: int | None = samples_option(),
-    backend: str | None = backend_option(),
+    backend: str | None = backend_option(
+        "Sandbox backend: docker (default) or bwrap; local is refused in bot mode."
+    ),
     max_usd: float | None = max_usd_option(),
     max_tokens: int | None = max_tokens_option(),
     solver: str | None = solver_option(),

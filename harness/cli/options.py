@@ -68,10 +68,8 @@ def samples_option() -> Any:
     return typer.Option(None, "--samples", "-n", metavar="N", help="Trajectories per task.")
 
 
-def backend_option() -> Any:
-    return typer.Option(
-        None, "--backend", metavar="NAME", help="Sandbox backend: docker, bwrap, local."
-    )
+def backend_option(help: str = "Sandbox backend: docker (default), bwrap, local.") -> Any:
+    return typer.Option(None, "--backend", metavar="NAME", help=help)
 
 
 def max_usd_option() -> Any:
