@@ -168,6 +168,10 @@ def github(
         name, payload = _read_event(event, event_name)
         config = bot_config(cfg)
         runs = renamed(out, run_dir_old, "--run-dir", "--out") or _default_runs()
+        if solver is None:  # in the workflow's log, for whoever set the bot up
+            from harness.cli.solve import embedded_model_note
+
+            embedded_model_note(cfg.solve.model)
     except HarnessError as exc:
         _fail(secrets.redact, exc)
     _handle(secrets, config, cfg.solve, solver, repo.resolve(), runs, name, payload)

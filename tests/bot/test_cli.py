@@ -108,6 +108,18 @@ def test_untrusted_comment_is_refused(
     assert "nothing was started" in github.issue_comments(REPO, ISSUE)[-1]["body"]
 
 
+@pytest.mark.parametrize("model", [None, "openai:gpt-4o"])
+def test_the_log_says_when_the_embedded_model_runs_the_bot(
+    tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str], model: str | None
+) -> None:
+    payload = comment_event(github, "/harness solve", user="drive-by", association="NONE")
+    args = ("--model", model) if model else ()
+    proc = run_cli(tmp_path, project, {**env, "GITHUB_EVENT_NAME": "issue_comment"}, payload, *args)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert ("embedded smollm2-135m" in said and "-m hf:" in said) == (model is None), said
+
+
 def test_missing_token_is_a_usage_error(
     tmp_path: Path, project: Project, github: FakeGitHub, env: dict[str, str]
 ) -> None:
