@@ -68,7 +68,7 @@ def prepare_out_dir(out: Path, *, resume: bool, meta: Mapping[str, Any]) -> None
     if has_results and not resume:
         raise ConfigError(
             f"{out} already holds results",
-            hint="pass --resume to continue that batch, or choose another directory",
+            hint=f"pass --resume {out} to continue that batch, or choose another --out",
         )
     out.mkdir(parents=True, exist_ok=True)
     previous: dict[str, Any] = {}
