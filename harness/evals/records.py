@@ -7,7 +7,7 @@ record it was writing, and a torn last line is skipped when the file is read bac
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,13 +118,14 @@ class SolveRecord:
     patch: str = ""
     candidates: tuple[CandidateRecord, ...] = ()
     tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown (an API model without a price was called)
     duration_s: float = 0.0
     message: str = ""
     run_dir: str = ""
     model: str = ""
     stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
     speculation: Mapping[str, Any] | None = None  # draft/target counters (SpecStats.to_json)
+    unpriced: tuple[str, ...] = ()  # the API models without a price that it called
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,14 +138,25 @@ class SolveRecord:
             patch=str(data.get("patch", "")),
             candidates=tuple(CandidateRecord(**c) for c in data.get("candidates", ())),
             tokens=int(data.get("tokens", 0)),
-            cost_usd=float(data.get("cost_usd", 0.0)),
+            cost_usd=_cost(data.get("cost_usd", 0.0)),
             duration_s=float(data.get("duration_s", 0.0)),
             message=str(data.get("message", "")),
             run_dir=str(data.get("run_dir", "")),
             model=str(data.get("model", "")),
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
             speculation=data.get("speculation") or None,
+            unpriced=tuple(str(m) for m in data.get("unpriced") or ()),
         )
+
+
+def unpriced_models(solves: Iterable[SolveRecord]) -> tuple[str, ...]:
+    """The API models without a price that any solve called (its cost is unknown)."""
+    names = [m for s in solves for m in (s.unpriced or ((s.model,) if s.cost_usd is None else ()))]
+    return tuple(dict.fromkeys(names))
+
+
+def _cost(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_grades(path: Path) -> list[GradeResult]:

@@ -24,7 +24,7 @@ from harness.evals.repos import RepoCache
 from harness.evals.specs import SpecRegistry
 from harness.evals.tasks import instance_task
 from harness.sandboxes import SandboxBackend, make_backend
-from harness.types import Solver
+from harness.types import Solver, SolveResult
 
 SolverFactory = Callable[[], Solver]  # must pickle (a module-level callable) for Ray
 
@@ -158,28 +158,37 @@ class Worker:
                 model=model,
             )
             return SolveOutcome(record)
-        candidates = tuple(
-            CandidateRecord(
-                c.candidate.candidate_id,
-                c.candidate.patch,
-                votes=c.votes,
-                selected=c.selected,
-                source=c.candidate.source,
-            )
-            for c in result.candidates
+        duration = result.duration_s or (time.monotonic() - start)
+        return SolveOutcome(solve_record(inst.instance_id, result, model, duration))
+
+
+def solve_record(
+    instance_id: str, result: SolveResult, model: str, duration_s: float
+) -> SolveRecord:
+    """A SolveResult flattened for solves.jsonl; its cost is null (unknown) when an API model
+    without a price was called, never a made-up $0."""
+    candidates = tuple(
+        CandidateRecord(
+            c.candidate.candidate_id,
+            c.candidate.patch,
+            votes=c.votes,
+            selected=c.selected,
+            source=c.candidate.source,
         )
-        record = SolveRecord(
-            inst.instance_id,
-            result.status,
-            patch=result.patch,
-            candidates=candidates,
-            tokens=result.tokens,
-            cost_usd=result.cost_usd,
-            duration_s=result.duration_s or (time.monotonic() - start),
-            message=result.message,
-            run_dir=str(result.run_dir),
-            model=model,
-            stage_s=dict(result.stage_s),
-            speculation=result.speculation,
-        )
-        return SolveOutcome(record)
+        for c in result.candidates
+    )
+    return SolveRecord(
+        instance_id,
+        result.status,
+        patch=result.patch,
+        candidates=candidates,
+        tokens=result.tokens,
+        cost_usd=None if result.unpriced else result.cost_usd,
+        duration_s=duration_s,
+        message=result.message,
+        run_dir=str(result.run_dir),
+        model=model,
+        stage_s=dict(result.stage_s),
+        speculation=result.speculation,
+        unpriced=result.unpriced,
+    )
