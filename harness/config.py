@@ -66,6 +66,7 @@ class SandboxConfig:
     memory_mb: int = 4096
     cpus: float = 2.0
     pids: int = 1024
+    disk_mb: int = 4096  # each writable file system of a sandbox (work tree, /tmp)
     ca_bundle: Path | None = None
     python_path: bool = True  # put the work tree on PYTHONPATH for test scripts
 
@@ -220,6 +221,7 @@ RANGES: dict[str, Range] = {
     "sandbox.memory_mb": Range(64),
     "sandbox.cpus": _POSITIVE,
     "sandbox.pids": Range(16),
+    "sandbox.disk_mb": Range(16),
     "budget.max_tokens": _AT_LEAST_1,
     "budget.max_usd": _POSITIVE,
     "concurrency.samples": _NON_NEGATIVE,

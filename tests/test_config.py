@@ -142,6 +142,7 @@ def test_bad_speculation_settings_name_the_key(override: str, message: str) -> N
         ("sandbox.backend=qemu", "must be one of docker, bwrap, local"),
         ("sandbox.cpus=0", "sandbox.cpus must be greater than 0"),
         ("sandbox.memory_mb=1", "sandbox.memory_mb must be at least 64"),
+        ("sandbox.disk_mb=0", "sandbox.disk_mb must be at least 16"),
         ("engine.block_size=0", "engine.block_size must be at least 1"),
         ("engine.kv_memory_gb=-1", "engine.kv_memory_gb must be greater than 0"),
         ("prices.x=[1]", r"prices.x must be \[input, output\]"),
