@@ -1,8 +1,11 @@
-"""Typed configuration: frozen dataclasses, a YAML file, and `-c key.path=value` overrides.
+"""Typed configuration: frozen dataclasses, one YAML file for every command, `-c key.path=value`
+overrides and command-line flags on top.
 
-Every knob of `harness solve` lives here with its default; unknown keys, ill-typed values and
-values out of range are ConfigErrors that name the key and the valid choices, raised when the
-config loads (before any work starts or any directory is made).
+The file holds the solve config at its top level and one section per other command (`eval:`,
+`serve:`, `bot:`). Layers, lowest first: defaults, values the CLI takes from the environment,
+the file, `-c` overrides, flags. Unknown keys, ill-typed values and values out of range are
+ConfigErrors that name the key (and the flag that sets it), raised once, when the whole config
+has loaded: before any work starts or any directory is made.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class SandboxConfig:
     memory_mb: int = 4096
     cpus: float = 2.0
     pids: int = 1024
+    disk_mb: int = 4096  # each writable file system of a sandbox (work tree, /tmp)
     ca_bundle: Path | None = None
     python_path: bool = True  # put the work tree on PYTHONPATH for test scripts
 
@@ -96,6 +100,64 @@ class SolveConfig:
     concurrency: ConcurrencyConfig = field(default_factory=ConcurrencyConfig)
     engine: EngineSettings = field(default_factory=EngineSettings)  # in-process models
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # $/1M in, out
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """`harness eval run/grade/validate` (and the environment images of `solve --dataset`)."""
+
+    git_mirror: str | None = None  # where repositories live: a path or URL with {owner}, {name}
+    specs: tuple[Path, ...] = ()  # extra env spec files {repo: {version: spec}}
+    images: str = "local"  # local (build from specs) or official (pull swebench's)
+    ca_bundle: Path | None = None  # CA bundle for HTTPS in image builds; None: the host's
+    apt_packages: tuple[str, ...] | None = None  # Debian packages in env images; None: swebench's
+    rebuild_images: bool = False
+    test_timeout: float = 1800.0  # seconds the tests of one instance may run
+    test_memory_mb: int = 4096  # memory of one grading sandbox
+    test_network: bool = False  # let the graded tests use the network (swebench's have it)
+    workers: int = 1  # instances (or groups) in flight
+    executor: str = "local"  # local or ray
+    ray_address: str | None = None  # a running Ray cluster; None: start one
+    model_name: str = "harness"  # model_name_or_path written to predictions
+    include_hints: bool = False  # give the solver the data set's hints_text too
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`harness serve` (the model and its engine are the top-level `model:` and `engine:`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0 picks a free one
+    device: str | None = None  # cpu, cuda, cuda:1 ...; None: a GPU if there is one
+    served_model_names: tuple[str, ...] = ()  # names clients may send; (): the model's own
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """`harness bot github`: who may trigger a run and what a `/harness solve` comment may ask.
+    The runs themselves use the solve config (top level)."""
+
+    label: str = "harness"
+    min_permission: str = "write"  # write, maintain or admin
+    branch: str = "harness/issue-{number}"
+    test_path: str = "tests/harness/test_issue_{number}.py"
+    remote: str = "origin"
+    comment_max_samples: int = 16  # most samples a comment may ask for
+    comment_max_usd: float = 20.0  # largest dollar budget a comment may ask for
+    allowed_models: tuple[str, ...] = ()  # models a comment may pick; (): none
+
+
+SECTIONS = ("eval", "serve", "bot")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole --config file: the solve config at the top level, one section per command."""
+
+    solve: SolveConfig = field(default_factory=SolveConfig)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
 
 
 @dataclass(frozen=True)
@@ -134,7 +196,8 @@ _AT_LEAST_1 = Range(1)
 _POSITIVE = Range(0, low_open=True)
 _NON_NEGATIVE = Range(0)
 _TEMPERATURE = Range(0, 2)
-# Dotted key -> allowed values (None is always allowed where the type is optional).
+# Dotted key (as in the file) -> allowed values (None is always allowed where the type is
+# optional). Keys without a section are the solve config's.
 RANGES: dict[str, Range] = {
     "samples": _AT_LEAST_1,
     "seed": Range(0, 2**31 - 1),
@@ -158,6 +221,7 @@ RANGES: dict[str, Range] = {
     "sandbox.memory_mb": Range(64),
     "sandbox.cpus": _POSITIVE,
     "sandbox.pids": Range(16),
+    "sandbox.disk_mb": Range(16),
     "budget.max_tokens": _AT_LEAST_1,
     "budget.max_usd": _POSITIVE,
     "concurrency.samples": _NON_NEGATIVE,
@@ -171,7 +235,19 @@ RANGES: dict[str, Range] = {
     "engine.max_batched_tokens": _AT_LEAST_1,
     "engine.cost_ratio": _POSITIVE,
 }
-# Keys that a `harness solve` option sets, named in messages next to the key.
+SECTION_RANGES: dict[str, Range] = {
+    "eval.images": Range(choices=("local", "official")),
+    "eval.test_timeout": _POSITIVE,
+    "eval.test_memory_mb": Range(64),
+    "eval.workers": _AT_LEAST_1,
+    "eval.executor": Range(choices=("local", "ray")),
+    "serve.port": Range(0, 65535),
+    "bot.min_permission": Range(choices=("write", "maintain", "admin")),
+    "bot.comment_max_samples": _AT_LEAST_1,
+    "bot.comment_max_usd": _POSITIVE,
+}
+# Keys that a command-line option sets (the same name on every command that has it), named
+# in messages next to the key.
 FLAGS: dict[str, str] = {
     "samples": "-n/--samples",
     "model": "-m/--model",
@@ -179,6 +255,15 @@ FLAGS: dict[str, str] = {
     "sandbox.backend": "--backend",
     "budget.max_tokens": "--max-tokens",
     "budget.max_usd": "--max-usd",
+    "eval.images": "--images",
+    "eval.test_timeout": "--test-timeout",
+    "eval.test_memory_mb": "--test-memory-mb",
+    "eval.workers": "--workers",
+    "eval.executor": "--executor",
+    "serve.port": "--port",
+    "bot.min_permission": "--min-permission",
+    "bot.comment_max_samples": "--comment-max-samples",
+    "bot.comment_max_usd": "--comment-max-usd",
 }
 
 
@@ -188,27 +273,34 @@ def key_name(key: str) -> str:
 
 
 def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> SolveConfig:
-    """Defaults, then the YAML file, then `key.path=value` overrides (values parsed as YAML)."""
+    """The solve config: defaults, then the YAML file, then `key.path=value` overrides (values
+    parsed as YAML); the whole file is checked."""
+    return load(path, overrides).solve
+
+
+def load(
+    path: Path | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    flags: Mapping[str, Any] | None = None,
+    environment: Mapping[str, Any] | None = None,
+    base: SolveConfig | None = None,
+) -> Config:
+    """The whole config, checked once.
+
+    Layers, lowest first: the defaults; `environment` (dotted key -> value, what the CLI takes
+    from environment variables); `base` (a run's own solve config, on resume); the YAML file at
+    `path`; `overrides` (`key.path=value`); `flags` (dotted key -> typed value; None = not
+    given). Dotted keys are as in the file: `samples`, `budget.max_usd`, `eval.workers`.
+    """
     data: dict[str, Any] = {}
+    for key, value in (environment or {}).items():
+        if value is not None:
+            _put(data, key, value, key)
+    if base is not None:
+        _merge(data, to_dict(base))
     if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read config file {path}: {exc.strerror}",
-                hint="pass an existing YAML file to --config",
-            ) from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(
-                f"config file {path} is not valid YAML: {' '.join(str(exc).split())}",
-                hint="fix the YAML at the place named (examples/smollm2-quick.yaml is a sample)",
-            ) from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {path} must hold a mapping at the top level",
-                hint="write `key: value` lines, e.g. `samples: 8`",
-            )
-        data = loaded
+        _merge(data, read_file(path))
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -220,39 +312,142 @@ def load_config(path: Path | None = None, overrides: Iterable[str] = ()) -> Solv
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is not a section", hint=_hint(part))
-        node[parts[-1]] = value
-    config = build(SolveConfig, data, "")
-    validate(config)
+        _put(data, key.strip(), value, item)
+    config = _build_config(data)
+    for key, value in (flags or {}).items():
+        if value is not None:
+            config = replace_key(config, key, value)
+    validate_config(config)
     return config
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    """The mapping a YAML config file holds."""
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}",
+            hint="pass an existing YAML file to --config",
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid YAML: {' '.join(str(exc).split())}",
+            hint="fix the YAML at the place named (examples/smollm2-quick.yaml is a sample)",
+        ) from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping at the top level",
+            hint="write `key: value` lines, e.g. `samples: 8`",
+        )
+    return loaded
+
+
+def _put(data: dict[str, Any], key: str, value: Any, item: str) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section", hint=_hint(part))
+    node[parts[-1]] = value
+
+
+def _merge(data: dict[str, Any], upper: Mapping[str, Any]) -> None:
+    """`upper`'s values over `data`'s, section by section."""
+    for key, value in upper.items():
+        if isinstance(value, Mapping) and isinstance(data.get(key), dict):
+            _merge(data[key], value)
+        else:
+            data[key] = value
+
+
+def _build_config(data: Mapping[str, Any]) -> Config:
+    solve = {k: v for k, v in data.items() if k not in SECTIONS}
+    names = {f.name for f in dataclasses.fields(SolveConfig)}
+    for key in solve:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {key!r}",
+                hint=f"valid keys: {', '.join(sorted([*names, *SECTIONS]))}",
+            )
+    sections = {
+        name: _coerce(typing.get_type_hints(Config)[name], data[name], name)
+        for name in SECTIONS
+        if name in data
+    }
+    return Config(solve=build(SolveConfig, solve, ""), **sections)
+
+
+def _attr_path(key: str) -> list[str]:
+    """A file's dotted key -> the attribute path in `Config`."""
+    parts = key.split(".")
+    return parts if parts[0] in SECTIONS else ["solve", *parts]
+
+
+def get_key(config: Config, key: str) -> Any:
+    value: Any = config
+    for part in _attr_path(key):
+        value = getattr(value, part)
+    return value
+
+
+def replace_key(config: Config, key: str, value: Any) -> Config:
+    """`config` with one value replaced (`dataclasses.replace` down the path), the value
+    checked and converted as if the file held it."""
+
+    def put(obj: Any, parts: list[str]) -> Any:
+        name = parts[0]
+        if isinstance(obj, type) or not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"unknown config key {key!r}", hint=_hint(key))
+        if name not in {f.name for f in dataclasses.fields(obj)}:
+            raise ConfigError(f"unknown config key {key!r}", hint=_hint(key))
+        if len(parts) == 1:
+            new = _coerce(typing.get_type_hints(type(obj))[name], value, key)
+        else:
+            new = put(getattr(obj, name), parts[1:])
+        return dataclasses.replace(typing.cast(Any, obj), **{name: new})
+
+    return put(config, _attr_path(key))  # type: ignore[no-any-return]
+
+
+def validate_config(config: Config) -> None:
+    """Everything that can be checked before any command starts: the solve config's ranges,
+    models and prices, and each command's section."""
+    validate(config.solve)
+    for key, rng in SECTION_RANGES.items():
+        _check_range(key, get_key(config, key), rng)
+    if any(not name.strip() for name in config.serve.served_model_names):
+        raise ConfigError(
+            "--served-model-name must not be empty", hint="e.g. --served-model-name gpt-4o"
+        )
+    if config.bot.allowed_models:
+        from harness.bot.events import check_listed_model
+
+        for spec in config.bot.allowed_models:
+            check_listed_model(spec)
 
 
 def validate(config: SolveConfig) -> None:
     """Ranges, model specs and prices: everything that can be checked before a run starts."""
     for key, rng in RANGES.items():
-        value: Any = config
-        for part in key.split("."):
-            value = getattr(value, part)
-        if value is not None and not rng.allows(value):
-            example = _example(key, rng)
-            flag = FLAGS.get(key, "").split("/")[0]
-            raise ConfigError(
-                f"{key_name(key)} must be {rng.describe()}, not {value!r}",
-                hint=f"e.g. {flag} {example}" if flag else f"e.g. -c {key}={example}",
-            )
+        _check_range(key, get_key(Config(solve=config), key), rng)
     _check_prices(config)
     _check_models(config)
 
 
+def _check_range(key: str, value: Any, rng: Range) -> None:
+    if value is not None and not rng.allows(value):
+        example = _example(key, rng)
+        flag = FLAGS.get(key, "").split("/")[0]
+        raise ConfigError(
+            f"{key_name(key)} must be {rng.describe()}, not {value!r}",
+            hint=f"e.g. {flag} {example}" if flag else f"e.g. -c {key}={example}",
+        )
+
+
 def _example(key: str, rng: Range) -> str:
-    default: Any = SolveConfig()
-    for part in key.split("."):
-        default = getattr(default, part)
+    default = get_key(Config(), key)
     if default is not None and rng.allows(default):
         return str(default).lower() if isinstance(default, bool) else str(default)
     return rng.choices[0] if rng.choices else str(rng.low if not rng.low_open else 1)
@@ -340,6 +535,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"config key {key!r}: {value!r} is not a valid {tp}", hint=_hint(key))
+    if origin is tuple:
+        (item, *_) = typing.get_args(tp)  # tuple[X, ...]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, not {value!r}", hint=_hint(key))
+        return tuple(_coerce(item, v, key) for v in value)
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r} must be a mapping", hint=_hint(key))
@@ -371,13 +571,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _hint(key: str) -> str:
     """`e.g. -c KEY=DEFAULT` for a key that has a default, else where the keys are listed."""
-    default: Any = SolveConfig()
-    for part in key.split("."):
+    default: Any = Config()
+    for part in _attr_path(key):
         if not dataclasses.is_dataclass(default) or not hasattr(default, part):
             return "the keys and their defaults are listed in docs/solve.md (Configuration)"
         default = getattr(default, part)
     if dataclasses.is_dataclass(default) or isinstance(default, Mapping):
         return f"set one of its keys, e.g. -c {key}.KEY=VALUE"
+    if isinstance(default, tuple):
+        return f"e.g. -c '{key}=[...]' (a list)"
     shown = (
         "null"
         if default is None

@@ -144,7 +144,12 @@ class Orchestrator:
             image=task.image or sandbox.image,
             workdir=task.workdir,
             network=sandbox.network,
-            limits=Limits(cpus=sandbox.cpus, memory_mb=sandbox.memory_mb, pids=sandbox.pids),
+            limits=Limits(
+                cpus=sandbox.cpus,
+                memory_mb=sandbox.memory_mb,
+                pids=sandbox.pids,
+                disk_mb=sandbox.disk_mb,
+            ),
             ca_bundle=sandbox.ca_bundle,
         )
 

@@ -4,7 +4,7 @@ winner and why, tokens, cost, time per stage."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -211,10 +211,16 @@ def _cost(summary: RunSummary) -> list[str]:
 def cost_text(summary: RunSummary) -> str:
     """The run's dollar cost; "unknown" where an API model had no price (its calls count
     nothing, so a bare "$0.0000" would be wrong)."""
-    if not summary.unpriced:
-        return f"${summary.cost_usd:.4f}"
-    unknown = f"unknown (no price for {', '.join(summary.unpriced)})"
-    return f"${summary.cost_usd:.4f} plus {unknown}" if summary.cost_usd > 0 else unknown
+    return dollars(summary.cost_usd, summary.unpriced)
+
+
+def dollars(cost_usd: float, unpriced: Sequence[str], places: int = 4) -> str:
+    """A dollar amount, or "unknown (no price for MODEL)" where `unpriced` API models were
+    called: the one wording of the report, the CLI and the eval report."""
+    if not unpriced:
+        return f"${cost_usd:,.{places}f}"
+    unknown = f"unknown (no price for {', '.join(unpriced)})"
+    return f"${cost_usd:,.{places}f} plus {unknown}" if cost_usd > 0 else unknown
 
 
 def _speculation(spec: SpecStats | None) -> list[str]:

@@ -142,6 +142,7 @@ def test_bad_speculation_settings_name_the_key(override: str, message: str) -> N
         ("sandbox.backend=qemu", "must be one of docker, bwrap, local"),
         ("sandbox.cpus=0", "sandbox.cpus must be greater than 0"),
         ("sandbox.memory_mb=1", "sandbox.memory_mb must be at least 64"),
+        ("sandbox.disk_mb=0", "sandbox.disk_mb must be at least 16"),
         ("engine.block_size=0", "engine.block_size must be at least 1"),
         ("engine.kv_memory_gb=-1", "engine.kv_memory_gb must be greater than 0"),
         ("prices.x=[1]", r"prices.x must be \[input, output\]"),
@@ -187,3 +188,97 @@ def test_config_prices_add_to_and_override_the_shipped_table() -> None:
     table = price_table(config)
     assert table["gpt-4o"] == Price(1.0, 2.0) and table["mine"] == Price(0.5, 0.75)
     assert table["gpt-4o-mini"] == Price(0.15, 0.6)
+
+
+def test_one_file_holds_every_commands_section(tmp_path: Path) -> None:
+    from harness.config import load
+
+    path = tmp_path / "harness.yaml"
+    path.write_text(
+        "model: openai:gpt-4o\nsamples: 6\nengine:\n  policy: lru\n"
+        "eval:\n  workers: 4\n  specs: [a.yaml, b.json]\n  apt_packages: []\n"
+        "serve:\n  port: 0\n  served_model_names: [coder]\n"
+        "bot:\n  label: fix-me\n  allowed_models: [openai:gpt-4o]\n  comment_max_usd: 3\n"
+    )
+    config = load(path)
+    assert config.solve.samples == 6 and config.solve.engine.policy == "lru"
+    assert config.eval.workers == 4 and config.eval.specs == (Path("a.yaml"), Path("b.json"))
+    assert config.eval.apt_packages == () and config.eval.test_timeout == 1800.0
+    assert config.serve.port == 0 and config.serve.served_model_names == ("coder",)
+    assert config.bot.label == "fix-me" and config.bot.comment_max_usd == 3.0
+    assert load_config(path) == config.solve  # the solve config alone, as before
+
+
+def test_layers_environment_run_file_overrides_flags(tmp_path: Path) -> None:
+    """Lowest first: defaults, environment, a resumed run's own config, the file, -c, flags."""
+    from harness.config import load
+
+    path = tmp_path / "c.yaml"
+    path.write_text("samples: 3\nbase_url: http://file/v1\neval:\n  workers: 2\n")
+    env = {"base_url": "http://env/v1", "eval.git_mirror": "/mirrors/{owner}+{name}"}
+    config = load(None, environment=env)
+    assert (
+        config.solve.base_url == "http://env/v1"
+        and config.eval.git_mirror == env["eval.git_mirror"]
+    )
+    config = load(path, environment=env)
+    assert (
+        config.solve.base_url == "http://file/v1"
+        and config.eval.git_mirror == env["eval.git_mirror"]
+    )
+    config = load(path, ["samples=5", "eval.workers=3"], flags={"samples": 7, "eval.workers": None})
+    assert config.solve.samples == 7 and config.eval.workers == 3  # None: the flag was not given
+    run = load(None, ["budget.max_tokens=900"]).solve
+    resumed = load(None, flags={"budget.max_tokens": 1000}, base=run, environment=env).solve
+    assert resumed.budget.max_tokens == 1000 and resumed.base_url is None  # the run's own
+    assert load(None, base=run).solve == run
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"samples": 0}, r"samples \(-n/--samples\) must be at least 1, not 0"),
+        ({"samples": "many"}, "must be an integer"),
+        ({"budget.max_usd": -1.0}, r"budget.max_usd \(--max-usd\) must be greater than 0"),
+        ({"sandbox.backend": "qemu"}, "must be one of docker, bwrap, local"),
+        ({"engine.speculate": -1}, "engine.speculate must be >= 0"),
+        ({"model": "gpt-17"}, "unknown model name 'gpt-17'"),
+        ({"eval.workers": 0}, r"eval.workers \(--workers\) must be at least 1"),
+        ({"eval.images": "cloud"}, r"eval.images \(--images\) must be one of local, official"),
+        ({"eval.test_timeout": 0.0}, r"eval.test_timeout \(--test-timeout\) must be greater"),
+        ({"serve.port": 70000}, r"serve.port \(--port\) must be between 0 and 65535"),
+        ({"serve.served_model_names": (" ",)}, "--served-model-name must not be empty"),
+        ({"bot.min_permission": "triage"}, r"bot.min_permission \(--min-permission\) must be one"),
+        ({"bot.comment_max_samples": 0}, r"--comment-max-samples\) must be at least 1"),
+        ({"bot.allowed_models": ("script:x.py",)}, "allowed model 'script:x.py'"),
+        ({"nosuch": 1}, "unknown config key 'nosuch'"),
+        ({"eval.nosuch": 1}, "unknown config key 'eval.nosuch'"),
+    ],
+)
+def test_flags_pass_the_same_checks_as_the_file(flags: dict[str, object], message: str) -> None:
+    from harness.config import load
+
+    with pytest.raises(ConfigError, match=message) as info:
+        load(None, flags=flags)
+    assert "\n" not in info.value.message and info.value.hint
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("eval: 3\n", "config key 'eval' is a section"),
+        ("eval:\n  workerz: 2\n", "unknown config key 'eval.workerz'"),
+        ("serve:\n  port: 80.5\n", "'serve.port' must be an integer"),
+        ("eval:\n  specs: a.yaml\n", "'eval.specs' must be a list"),
+        ("bot:\n  comment_max_usd: 0\n", "comment_max_usd .* must be greater than 0"),
+        ("evals:\n  workers: 2\n", "unknown config key 'evals'"),
+    ],
+)
+def test_sections_are_checked_when_the_file_loads(tmp_path: Path, text: str, message: str) -> None:
+    from harness.config import load
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load(path)
+    assert info.value.hint

@@ -427,3 +427,22 @@ async def test_a_sample_whose_voting_step_fails_is_an_error_and_the_run_goes_on(
     log = list(read_jsonl(tmp_path / "run" / "trajectories" / "sample-01.jsonl"))
     (error,) = [e for e in log if e["kind"] == "error"]
     assert error["stage"] == "voting" and "RuntimeError" in error["traceback"]
+
+
+async def test_sandboxes_get_every_limit_of_the_config(
+    cache_dir: Path, docker_backend: Any
+) -> None:
+    config = load_config(
+        overrides=[
+            "sandbox.cpus=1.5",
+            "sandbox.memory_mb=512",
+            "sandbox.pids=64",
+            "sandbox.disk_mb=256",
+            "sandbox.network=true",
+        ]
+    )
+    task = await example_task(cache_dir)
+    spec = Orchestrator(config, ScriptedLLM(respond), docker_backend)._sandbox_spec(task)
+    limits = spec.limits
+    assert (limits.cpus, limits.memory_mb, limits.pids, limits.disk_mb) == (1.5, 512, 64, 256)
+    assert spec.network and spec.repo == Path(task.repo)

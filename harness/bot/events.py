@@ -19,7 +19,14 @@ from harness.errors import ConfigError, GitHubError
 MODEL_SPEC = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+=-]{0,199}$")
 HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 STORE_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-USAGE = "/harness solve [--samples N] [--model SPEC] [--budget-usd X]"
+USAGE = "/harness solve [--samples N] [--model SPEC] [--max-usd X]"
+# Option names a command may use -> the option (--budget-usd: the old name of --max-usd).
+OPTIONS = {
+    "--samples": "--samples",
+    "--model": "--model",
+    "--max-usd": "--max-usd",
+    "--budget-usd": "--max-usd",
+}
 
 
 class CommandError(ConfigError):
@@ -197,7 +204,7 @@ def find_command(body: str) -> str | None:
 
 
 def parse_command(line: str, limits: OptionLimits = OptionLimits()) -> SolveOptions:
-    """`/harness solve [--samples N] [--model SPEC] [--budget-usd X]` -> SolveOptions."""
+    """`/harness solve [--samples N] [--model SPEC] [--max-usd X]` -> SolveOptions."""
     try:
         words = shlex.split(line, comments=False, posix=True)
     except ValueError as exc:
@@ -209,9 +216,10 @@ def parse_command(line: str, limits: OptionLimits = OptionLimits()) -> SolveOpti
     i = 0
     while i < len(rest):
         word = rest[i]
-        name, eq, value = word.partition("=")
-        if name not in ("--samples", "--model", "--budget-usd"):
+        given, eq, value = word.partition("=")
+        if given not in OPTIONS:
             raise CommandError(f"unknown option `{_shown(word)}`; usage: `{USAGE}`")
+        name = OPTIONS[given]
         if not eq:
             if i + 1 >= len(rest):
                 raise CommandError(f"`{name}` needs a value; usage: `{USAGE}`")
@@ -224,7 +232,7 @@ def parse_command(line: str, limits: OptionLimits = OptionLimits()) -> SolveOpti
     return SolveOptions(
         samples=_samples(values["--samples"], limits) if "--samples" in values else None,
         model=_model(values["--model"], limits) if "--model" in values else None,
-        budget_usd=_budget(values["--budget-usd"], limits) if "--budget-usd" in values else None,
+        budget_usd=_budget(values["--max-usd"], limits) if "--max-usd" in values else None,
     )
 
 
@@ -259,6 +267,6 @@ def _budget(value: str, limits: OptionLimits) -> float:
         budget = math.nan
     if not math.isfinite(budget) or not 0 < budget <= limits.max_budget_usd:
         raise CommandError(
-            f"--budget-usd must be a number above 0 and at most {limits.max_budget_usd:g}"
+            f"--max-usd must be a number above 0 and at most {limits.max_budget_usd:g}"
         )
     return budget

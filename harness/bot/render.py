@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.bot.events import USAGE, SolveOptions
+from harness.report import dollars
 from harness.text import middle_truncate
 from harness.types import CandidateResult, SolveResult
 
@@ -176,7 +177,9 @@ def _stats(result: SolveResult) -> str:
     parts = [f"{n} candidate patch{'es' if n != 1 else ''}"]
     if result.tokens:
         parts.append(f"{result.tokens:,} tokens")
-    if result.cost_usd:
+    if result.unpriced:  # an API model without a price: say so, never a made-up $0
+        parts.append(f"cost {dollars(result.cost_usd, result.unpriced, places=2)}")
+    elif result.cost_usd:
         parts.append(f"${result.cost_usd:.2f}")
     if result.duration_s:
         parts.append(f"{result.duration_s / 60:.1f} min")

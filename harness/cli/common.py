@@ -1,62 +1,76 @@
-"""Helpers shared by CLI command groups: environment lookups, running coroutines, and the
-speculative-decoding flags that `solve`, `eval` and `serve` share."""
+"""Helpers shared by CLI command groups: the config of a command (file, environment, flags),
+environment lookups (cache, CA bundle, GitHub), running coroutines."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+if TYPE_CHECKING:
+    from harness.config import Config, SolveConfig
 
 T = TypeVar("T")
 
-DRAFT_MODEL_HELP = (
-    "Drafter for speculative decoding of in-process models: suffix (the default: drafts "
-    "copied from earlier text of the prompt, the output and the program's earlier turns; "
-    "no model), a model spec sharing the target's tokenizer, self / self:L (the target's "
-    "first L layers; default a quarter), or none."
-)
-SPECULATE_HELP = (
-    "Token-level speculative decoding: up to K draft tokens per round, verified by the target "
-    "in one pass (exact: greedy output unchanged, sampled output distributed as the "
-    "target's); 0 turns it off."
-)
-CONFORMAL_ALPHA_HELP = (
-    "Step-level speculation (ATTS): the draft writes each step, the target scores it and "
-    "rewrites the worst ~A of them (split-conformal threshold; A in (0, 1])."
-)
+# The host's CA bundle (Debian/Ubuntu): trusted by image builds unless another is named.
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
-def draft_model_option() -> Any:
-    return typer.Option(None, "--draft-model", help=DRAFT_MODEL_HELP)
+def environment(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Config values from environment variables (config key -> value): below the --config
+    file, -c and the flags. Empty variables count as unset."""
+    values = {
+        "base_url": environ.get("OPENAI_BASE_URL"),
+        "eval.git_mirror": environ.get("HARNESS_GIT_MIRROR"),
+        "eval.ca_bundle": environ.get("HARNESS_CA_BUNDLE"),
+    }
+    return {key: value for key, value in values.items() if value}
 
 
-def speculate_option() -> Any:
-    return typer.Option(None, "--speculate", min=0, help=SPECULATE_HELP)
+def load_config(
+    config_file: Path | None,
+    overrides: list[str],
+    flags: Mapping[str, Any] | None = None,
+    base: SolveConfig | None = None,
+) -> Config:
+    """The config of one command: defaults < environment < (a resumed run's own config) <
+    --config file < -c < flags, checked once. A resumed run keeps its config, so the
+    environment does not reach it."""
+    from harness.config import load
+
+    env = environment() if base is None else None
+    return load(config_file, overrides, flags=flags, environment=env, base=base)
 
 
-def conformal_alpha_option() -> Any:
-    return typer.Option(None, "--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
+def ca_bundle(chosen: Path | None) -> Path | None:
+    """The CA bundle image builds trust: the one configured (eval.ca_bundle, --ca-bundle,
+    $HARNESS_CA_BUNDLE), else the host's when it has one."""
+    if chosen is not None:
+        return chosen
+    return HOST_CA if HOST_CA.is_file() else None
 
 
-def speculation_overrides(
-    draft_model: str | None, speculate: int | None, conformal_alpha: float | None
-) -> list[str]:
-    """`engine.*` config overrides for the speculation flags (only those given)."""
-    out: list[str] = []
-    if draft_model is not None:
-        out.append(f"engine.draft_model={json.dumps(draft_model)}")  # quoted: YAML string
-    if speculate is not None:
-        out.append(f"engine.speculate={speculate}")
-    if conformal_alpha is not None:
-        out.append(f"engine.conformal_alpha={conformal_alpha}")
-    return out
+def github_urls(server_url: str | None = None) -> tuple[str, str]:
+    """(web, API) base URLs of GitHub: `server_url` (an issue URL's host), else
+    $GITHUB_SERVER_URL, else github.com; the API from $GITHUB_API_URL, else github.com's or,
+    for GitHub Enterprise, /api/v3 of the server."""
+    env = os.environ
+    server = (server_url or env.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/")
+    default_api = "https://api.github.com" if server == "https://github.com" else f"{server}/api/v3"
+    return server, env.get("GITHUB_API_URL") or default_api
+
+
+def local_backend_warning(backend: str) -> None:
+    """The local backend runs model-written code unisolated: say so wherever it is chosen."""
+    if backend == "local":
+        from harness.cli.options import warn
+        from harness.sandboxes.local import WARNING
+
+        warn(WARNING)
 
 
 def cache_dir() -> Path:

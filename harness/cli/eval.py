@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
+import functools
 import json
 import logging
-import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -22,49 +22,85 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from harness.cli.common import (
-    cache_dir,
+from harness.cli.common import ca_bundle, cache_dir, load_config, local_backend_warning, run
+from harness.cli.options import (
+    PipelineFlags,
+    backend_option,
+    base_url_option,
+    comma_list,
+    config_option,
     conformal_alpha_option,
     draft_model_option,
-    run,
+    hidden_option,
+    max_tokens_option,
+    max_usd_option,
+    model_option,
+    out_option,
+    renamed,
+    resume_option,
+    samples_option,
+    set_option,
+    solver_option,
     speculate_option,
-    speculation_overrides,
+    warn,
 )
 from harness.errors import ConfigError
+from harness.report import dollars
+
+if TYPE_CHECKING:
+    from harness.config import Config
+    from harness.evals.worker import EvalConfig
 
 app = typer.Typer(
     help="Evaluate on SWE-bench-style data sets: solve + grade, grade predictions, report.",
     no_args_is_help=True,
 )
 err = Console(stderr=True)
+RESUME_SWITCH = "--resume-out"  # what the old `--resume` switch becomes (legacy_resume_switch)
 
-# The solver `eval run` uses when --solver is not given: "module:callable", a zero-argument
-# factory returning a harness.types.Solver. The real pipeline is wired in here.
-DEFAULT_SOLVER: str | None = None
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
-
+# Options of every eval command. Those without a default of their own (None) fall back to the
+# config file's `eval:` section, then to its defaults (harness/config.py, EvalSettings).
 DatasetOpt = typer.Option(None, "--dataset", help="Hub id or local .json/.jsonl/.parquet file.")
 SplitOpt = typer.Option("test", help="Split of a hub data set.")
 InstancesOpt = typer.Option(None, "--instances", help="Comma-separated instance ids.")
-FilterOpt = typer.Option(None, "--filter", help="Regex the instance id must match.")
-SliceOpt = typer.Option(None, "--slice", help="A:B slice of the selection.")
-WorkersOpt = typer.Option(1, help="Instances in flight at once.")
-ResumeOpt = typer.Option(False, "--resume", help="Continue a batch in OUT; skip what is done.")
+FilterOpt = typer.Option(
+    None, "--filter", metavar="REGEX", help="Regex the instance id must match."
+)
+SliceOpt = typer.Option(None, "--slice", metavar="A:B", help="A:B slice of the selection.")
+WorkersOpt = typer.Option(None, "--workers", metavar="N", help="Instances in flight (default 1).")
+ResumeSwitchOpt = typer.Option(False, RESUME_SWITCH, hidden=True)
 MirrorOpt = typer.Option(
     None, "--git-mirror", help="Where repos live: a path or URL with {owner} and {name}."
 )
-ImagesOpt = typer.Option("local", help="local (build from specs) or official (pull swebench's).")
-ExecutorOpt = typer.Option("local", help="local, or ray to fan out over a Ray cluster.")
+ImagesOpt = typer.Option(
+    None, "--images", help="local (build from specs, the default) or official (pull swebench's)."
+)
+ExecutorOpt = typer.Option(
+    None, "--executor", help="local (the default), or ray to fan out over a Ray cluster."
+)
 RayOpt = typer.Option(None, "--ray-address", help="Ray cluster address (default: start one).")
 SpecsOpt = typer.Option(None, "--specs", help="JSON/YAML env specs {repo: {version: spec}}.")
-TimeoutOpt = typer.Option(1800.0, help="Seconds the tests of one instance may run.")
-CaOpt = typer.Option(None, help="CA bundle for HTTPS inside image builds (TLS proxies).")
-MemOpt = typer.Option(4096, help="Memory limit per grading sandbox, MiB.")
+TestTimeoutOpt = typer.Option(
+    None,
+    "--test-timeout",
+    metavar="SECONDS",
+    help="Seconds the tests of one instance may run (default 1800).",
+)
+CaOpt = typer.Option(
+    None,
+    "--ca-bundle",
+    help="CA bundle for HTTPS inside image builds (default: $HARNESS_CA_BUNDLE, else the host's).",
+)
+MemOpt = typer.Option(
+    None, "--test-memory-mb", metavar="MIB", help="Memory of one grading sandbox (default 4096)."
+)
 NetOpt = typer.Option(
-    False, "--test-network", help="Let tests use the network (off by default; swebench's is on)."
+    None,
+    "--test-network/--no-test-network",
+    help="Let the graded tests use the network (off by default; swebench's is on).",
 )
 RebuildOpt = typer.Option(
-    False, "--rebuild-images", help="Rebuild env images from scratch (no reuse, no cache)."
+    None, "--rebuild-images", help="Rebuild env images from scratch (no reuse, no cache)."
 )
 AptOpt = typer.Option(
     None,
@@ -74,85 +110,148 @@ AptOpt = typer.Option(
 )
 
 
+@dataclass(frozen=True)
+class EvalFlags:
+    """The flags of the `eval:` config section, as given (None: not given)."""
+
+    git_mirror: str | None = None
+    specs: list[Path] | None = None
+    images: str | None = None
+    ca_bundle: Path | None = None
+    apt_packages: str | None = None
+    rebuild_images: bool | None = None
+    test_timeout: float | None = None
+    test_memory_mb: int | None = None
+    test_network: bool | None = None
+    workers: int | None = None
+    executor: str | None = None
+    ray_address: str | None = None
+    model_name: str | None = None
+    include_hints: bool | None = None
+
+    def keys(self) -> dict[str, Any]:
+        return {
+            "eval.git_mirror": self.git_mirror,
+            "eval.specs": tuple(self.specs) if self.specs else None,
+            "eval.images": self.images,
+            "eval.ca_bundle": self.ca_bundle,
+            "eval.apt_packages": comma_list(self.apt_packages),
+            "eval.rebuild_images": self.rebuild_images or None,
+            "eval.test_timeout": self.test_timeout,
+            "eval.test_memory_mb": self.test_memory_mb,
+            "eval.test_network": self.test_network,
+            "eval.workers": self.workers,
+            "eval.executor": self.executor,
+            "eval.ray_address": self.ray_address,
+            "eval.model_name": self.model_name,
+            "eval.include_hints": self.include_hints or None,
+        }
+
+
 @app.command("run")
 def run_cmd(
-    out: Path = typer.Option(..., "--out", help="Run directory (records, logs, report)."),
+    out: Path | None = out_option("Run directory (records, logs, report)."),
+    resume: Path | None = resume_option("Continue the batch in DIR; skip what is done."),
     dataset: str | None = DatasetOpt,
     split: str = SplitOpt,
     instances: str | None = InstancesOpt,
     filter_: str | None = FilterOpt,
     slice_: str | None = SliceOpt,
-    workers: int = WorkersOpt,
-    resume: bool = ResumeOpt,
-    git_mirror: str | None = MirrorOpt,
-    images: str = ImagesOpt,
-    solver: str | None = typer.Option(
-        None, help="module:factory returning a Solver (default: the harness pipeline)."
-    ),
-    model_name: str = typer.Option("harness", help="model_name_or_path in predictions."),
-    executor: str = ExecutorOpt,
-    ray_address: str | None = RayOpt,
-    specs: list[Path] | None = SpecsOpt,
-    timeout: float = TimeoutOpt,
-    ca_bundle: Path | None = CaOpt,
-    memory_mb: int = MemOpt,
-    apt_packages: str | None = AptOpt,
-    rebuild_images: bool = RebuildOpt,
-    test_network: bool = NetOpt,
-    include_hints: bool = typer.Option(False, "--include-hints", help="Give hints_text too."),
-    config_file: Path | None = typer.Option(None, "--config", help="Solve config (YAML)."),
-    overrides: list[str] = typer.Option([], "--set", "-c", help="Solve config key=value."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model spec for the solver."),
-    samples: int | None = typer.Option(None, "--samples", "-n", help="Trajectories per task."),
+    solver: str | None = solver_option(),
+    config_file: Path | None = config_option(),
+    overrides: list[str] = set_option(),
+    model: str | None = model_option(),
+    base_url: str | None = base_url_option(),
+    samples: int | None = samples_option(),
+    backend: str | None = backend_option(),
+    max_usd: float | None = max_usd_option(),
+    max_tokens: int | None = max_tokens_option(),
     draft_model: str | None = draft_model_option(),
     speculate: int | None = speculate_option(),
     conformal_alpha: float | None = conformal_alpha_option(),
+    workers: int | None = WorkersOpt,
+    executor: str | None = ExecutorOpt,
+    ray_address: str | None = RayOpt,
+    git_mirror: str | None = MirrorOpt,
+    images: str | None = ImagesOpt,
+    specs: list[Path] | None = SpecsOpt,
+    test_timeout: float | None = TestTimeoutOpt,
+    test_memory_mb: int | None = MemOpt,
+    test_network: bool | None = NetOpt,
+    ca_bundle_: Path | None = CaOpt,
+    apt_packages: str | None = AptOpt,
+    rebuild_images: bool | None = RebuildOpt,
+    model_name: str | None = typer.Option(
+        None, "--model-name", help="model_name_or_path in predictions (default: harness)."
+    ),
+    include_hints: bool | None = typer.Option(
+        None, "--include-hints", help="Give the solver hints_text too."
+    ),
+    resume_switch: bool = ResumeSwitchOpt,
+    timeout_old: float | None = hidden_option("--timeout"),
+    memory_old: int | None = hidden_option("--memory-mb"),
 ) -> None:
     """Solve every selected instance, write predictions as it goes, grade, report.
 
-    The solver is the harness pipeline configured by --config / -c / --model / --samples
-    (and the speculation flags), unless --solver names another factory.
+    The solver is the harness pipeline configured by --config / -c and the pipeline flags
+    (--model, --samples, --max-usd, ...); --solver names another factory, which gets the same
+    config.
     """
+    from harness.cli.solvers import describe, solver_factory
     from harness.evals.batch import Batch, prepare_out_dir
 
-    args = _resume_args(out, resume, dataset, split, instances, filter_, slice_)
-    spec = solver or DEFAULT_SOLVER
-    spec_flags = speculation_overrides(draft_model, speculate, conformal_alpha)
-    if spec:
-        if solver and (config_file or overrides or model or samples is not None or spec_flags):
-            raise ConfigError(
-                "--config, -c, --model, --samples and the speculation flags configure the "
-                "harness pipeline; --solver replaces it",
-                hint="drop --solver, or configure that solver in its own factory",
-            )
-        factory = load_solver_factory(spec)
-    else:
-        extra = [f"model={model}"] * bool(model) + [f"samples={samples}"] * (samples is not None)
-        extra += spec_flags
-        factory, spec = _pipeline_factory(config_file, [*overrides, *extra])
-    insts, unknown, meta = _select(out, args)
-    config = _config(
+    out, resuming = _out_dir(out, resume, resume_switch)
+    eval_flags = EvalFlags(
         git_mirror,
-        images,
         specs,
-        timeout,
-        ca_bundle,
-        memory_mb,
-        model_name,
+        images,
+        ca_bundle_,
         apt_packages,
         rebuild_images,
+        renamed(test_timeout, timeout_old, "--timeout", "--test-timeout"),
+        renamed(test_memory_mb, memory_old, "--memory-mb", "--test-memory-mb"),
         test_network,
+        workers,
+        executor,
+        ray_address,
+        model_name,
+        include_hints,
     )
-    config = type(config)(**{**config.__dict__, "include_hints": include_hints})
-    prepare_out_dir(out, resume=resume, meta={**meta, "kind": "run", "solver": spec})
+    pipeline = PipelineFlags(
+        model, base_url, samples, backend, max_usd, max_tokens, draft_model, speculate,
+        conformal_alpha,
+    )  # fmt: skip
+    cfg = load_config(config_file, overrides, {**pipeline.keys(), **eval_flags.keys()})
+    factory = solver_factory(solver)
+    local_backend_warning(cfg.solve.sandbox.backend)  # as soon as it is chosen, as solve does
+    args = _resume_args(out, resuming, dataset, split, instances, filter_, slice_)
+    insts, unknown, meta = _select(out, args)
+    config = eval_config(cfg)
+    meta = {**meta, "kind": "run", "solver": describe(solver, cfg.solve)}
+    prepare_out_dir(out, resume=resuming, meta=meta)
+    # Said as the run starts, once the input is known good (as solve does).
+    if solver is None:
+        _embedded_model_note(cfg)
+    settings = cfg.eval
 
     async def go() -> None:
         from harness.evals.executors import make_executor
 
-        ex = make_executor(executor, config, factory, ray_address=ray_address, workers=workers)
+        # The worker builds its solver itself (on a Ray node too): a zero-argument factory.
+        job_factory = functools.partial(factory, cfg.solve)
+        ex = make_executor(
+            settings.executor,
+            config,
+            job_factory,
+            ray_address=settings.ray_address,
+            workers=settings.workers,
+        )
         async with ex:
             with _progress("solving + grading") as progress:
-                batch = Batch(out, ex, workers=workers, model=model_name, on_progress=progress)
+                batch = Batch(
+                    out, ex, workers=settings.workers, model=settings.model_name,
+                    on_progress=progress,
+                )  # fmt: skip
                 await batch.run(insts, unknown)
 
     run(go())
@@ -163,25 +262,30 @@ def run_cmd(
 def grade_cmd(
     predictions: Path | None = typer.Argument(None, help="Predictions .jsonl/.json file."),
     gold: bool = typer.Option(False, "--gold", help="Grade the reference patches instead."),
-    out: Path | None = typer.Option(None, "--out", help="Output directory."),
+    out: Path | None = out_option("Output directory (default: PREDICTIONS.eval, or gold-eval)."),
+    resume: Path | None = resume_option("Continue the grading in DIR; skip what is done."),
     dataset: str | None = DatasetOpt,
     split: str = SplitOpt,
     instances: str | None = InstancesOpt,
     filter_: str | None = FilterOpt,
     slice_: str | None = SliceOpt,
-    workers: int = WorkersOpt,
-    resume: bool = ResumeOpt,
-    git_mirror: str | None = MirrorOpt,
-    images: str = ImagesOpt,
-    executor: str = ExecutorOpt,
+    config_file: Path | None = config_option(),
+    overrides: list[str] = set_option(),
+    workers: int | None = WorkersOpt,
+    executor: str | None = ExecutorOpt,
     ray_address: str | None = RayOpt,
+    git_mirror: str | None = MirrorOpt,
+    images: str | None = ImagesOpt,
     specs: list[Path] | None = SpecsOpt,
-    timeout: float = TimeoutOpt,
-    ca_bundle: Path | None = CaOpt,
-    memory_mb: int = MemOpt,
+    test_timeout: float | None = TestTimeoutOpt,
+    test_memory_mb: int | None = MemOpt,
+    test_network: bool | None = NetOpt,
+    ca_bundle_: Path | None = CaOpt,
     apt_packages: str | None = AptOpt,
-    rebuild_images: bool = RebuildOpt,
-    test_network: bool = NetOpt,
+    rebuild_images: bool | None = RebuildOpt,
+    resume_switch: bool = ResumeSwitchOpt,
+    timeout_old: float | None = hidden_option("--timeout"),
+    memory_old: int | None = hidden_option("--memory-mb"),
 ) -> None:
     """Grade predictions (instance_id, model_name_or_path, model_patch) or the gold patches."""
     from harness.evals.batch import Batch, prepare_out_dir
@@ -189,9 +293,26 @@ def grade_cmd(
 
     if gold == (predictions is not None):
         raise ConfigError("give a PREDICTIONS file or --gold (not both)")
-    if out is None:
+    if out is None and resume is None:
         out = Path("gold-eval") if predictions is None else predictions.with_suffix(".eval")
-    args = _resume_args(out, resume, dataset, split, instances, filter_, slice_)
+    out, resuming = _out_dir(out, resume, resume_switch)
+    eval_flags = EvalFlags(
+        git_mirror,
+        specs,
+        images,
+        ca_bundle_,
+        apt_packages,
+        rebuild_images,
+        renamed(test_timeout, timeout_old, "--timeout", "--test-timeout"),
+        renamed(test_memory_mb, memory_old, "--memory-mb", "--test-memory-mb"),
+        test_network,
+        workers,
+        executor,
+        ray_address,
+        model_name="gold",
+    )
+    cfg = load_config(config_file, overrides, eval_flags.keys())
+    args = _resume_args(out, resuming, dataset, split, instances, filter_, slice_)
     insts, unknown, meta = _select(out, args)
     bad: list[BadPrediction] = []
     if predictions is not None:
@@ -206,28 +327,21 @@ def grade_cmd(
         preds = [Prediction(i.instance_id, i.patch, "gold") for i in insts]
     if predictions is not None and not (instances or filter_ or slice_):
         meta["instances"] = [p.instance_id for p in preds]  # the denominator
-    config = _config(
-        git_mirror,
-        images,
-        specs,
-        timeout,
-        ca_bundle,
-        memory_mb,
-        "gold",
-        apt_packages,
-        rebuild_images,
-        test_network,
-    )
+    config = eval_config(cfg)
     source = str(predictions) if predictions else "gold"
-    prepare_out_dir(out, resume=resume, meta={**meta, "kind": "grade", "predictions": source})
+    prepare_out_dir(out, resume=resuming, meta={**meta, "kind": "grade", "predictions": source})
+    settings = cfg.eval
 
     async def go() -> None:
         from harness.evals.executors import make_executor
 
-        ex = make_executor(executor, config, None, ray_address=ray_address, workers=workers)
+        ex = make_executor(
+            settings.executor, config, None, ray_address=settings.ray_address,
+            workers=settings.workers,
+        )  # fmt: skip
         async with ex:
             with _progress("grading") as progress:
-                batch = Batch(out, ex, workers=workers, on_progress=progress)
+                batch = Batch(out, ex, workers=settings.workers, on_progress=progress)
                 await batch.grade(insts, preds, bad, unknown)
 
     run(go())
@@ -236,7 +350,8 @@ def grade_cmd(
 
 @app.command("validate")
 def validate_cmd(
-    out: Path = typer.Option(Path("validation"), "--out", help="Output directory."),
+    out: Path | None = out_option("Output directory (default: validation)."),
+    resume: Path | None = resume_option("Add to the validation in DIR (any selection)."),
     dataset: str | None = DatasetOpt,
     split: str = SplitOpt,
     instances: str | None = InstancesOpt,
@@ -244,10 +359,6 @@ def validate_cmd(
     slice_: str | None = SliceOpt,
     per_version: int | None = typer.Option(
         None, "--per-version", help="At most N instances per (repo, version) (default: all)."
-    ),
-    workers: int = typer.Option(1, help="(repo, version) groups in flight at once."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Add to OUT: skip what is recorded (any selection)."
     ),
     retry: bool = typer.Option(
         False, "--retry-failed", help="With --resume: grade again what could not run."
@@ -260,21 +371,28 @@ def validate_cmd(
     doc: Path | None = typer.Option(
         None, "--doc", help="Also put the table between the validation markers of this file."
     ),
-    git_mirror: str | None = MirrorOpt,
-    images: str = ImagesOpt,
-    executor: str = ExecutorOpt,
+    config_file: Path | None = config_option(),
+    overrides: list[str] = set_option(),
+    workers: int | None = typer.Option(
+        None, "--workers", metavar="N", help="(repo, version) groups in flight (default 1)."
+    ),
+    executor: str | None = ExecutorOpt,
     ray_address: str | None = RayOpt,
+    git_mirror: str | None = MirrorOpt,
+    images: str | None = ImagesOpt,
     specs: list[Path] | None = SpecsOpt,
-    timeout: float = TimeoutOpt,
-    ca_bundle: Path | None = CaOpt,
-    memory_mb: int = MemOpt,
+    test_timeout: float | None = TestTimeoutOpt,
+    test_memory_mb: int | None = MemOpt,
+    test_network: bool | None = NetOpt,
+    ca_bundle_: Path | None = CaOpt,
     apt_packages: str | None = AptOpt,
-    rebuild_images: bool = RebuildOpt,
-    test_network: bool = NetOpt,
+    rebuild_images: bool | None = RebuildOpt,
+    resume_switch: bool = ResumeSwitchOpt,
 ) -> None:
     """Grade every selected instance's gold patch and its empty patch (the tests on the
     unchanged base commit): gold must resolve, empty must not. Writes a per-repository
     table (OUT/validation.md, OUT/validation.json)."""
+    import os
     import platform
 
     from harness.evals.validate import RECORDS, Validator, plan, read_checks, replace_section
@@ -282,37 +400,54 @@ def validate_cmd(
 
     if doc is not None and not doc.is_file():
         raise ConfigError(f"--doc {doc} does not exist", hint="pass an existing Markdown file")
-    if (out / RECORDS).exists() and not resume:
+    if out is None and resume is None and not resume_switch:
+        out = Path("validation")
+    out, resuming = _out_dir(out, resume, resume_switch)
+    if (out / RECORDS).exists() and not resuming:
         raise ConfigError(
             f"{out} already holds a validation",
-            hint="pass --resume to add to it, or choose another directory",
+            hint=f"pass --resume {out} to add to it, or choose another directory",
         )
+    eval_flags = EvalFlags(
+        git_mirror,
+        specs,
+        images,
+        ca_bundle_,
+        apt_packages,
+        rebuild_images,
+        test_timeout,
+        test_memory_mb,
+        test_network,
+        workers,
+        executor,
+        ray_address,
+        model_name="gold",
+    )
+    cfg = load_config(config_file, overrides, eval_flags.keys())
     args = _resume_args(out, False, dataset, split, instances, filter_, slice_)
     insts, unknown, _meta = _select(out, args)
     if unknown:
         raise ConfigError(f"not in the data set: {', '.join(unknown)}")
     groups = plan(insts, per_version)
-    config = _config(
-        git_mirror,
-        images,
-        specs,
-        timeout,
-        ca_bundle,
-        memory_mb,
-        "gold",
-        apt_packages,
-        rebuild_images,
-        test_network,
-    )
+    config = eval_config(cfg)
+    settings = cfg.eval
     out.mkdir(parents=True, exist_ok=True)
 
     async def go() -> None:
         from harness.evals.executors import make_executor
 
-        ex = make_executor(executor, config, None, ray_address=ray_address, workers=workers)
+        ex = make_executor(
+            settings.executor, config, None, ray_address=settings.ray_address,
+            workers=settings.workers,
+        )  # fmt: skip
         async with ex:
             validator = Validator(
-                out, ex, workers=workers, prune=prune_images, retry=retry, on_progress=_say
+                out,
+                ex,
+                workers=settings.workers,
+                prune=prune_images,
+                retry=retry,
+                on_progress=_say,
             )
             await validator.run(groups)
 
@@ -321,8 +456,8 @@ def validate_cmd(
         "platform": platform.platform(),
         "cores": os.cpu_count(),
         "load_average_1_5_15": os.getloadavg(),
-        "images": images,
-        "test_network": test_network,
+        "images": settings.images,
+        "test_network": settings.test_network,
     }
     table = write_validation(out, read_checks(out), machine)
     if doc is not None:
@@ -342,42 +477,79 @@ def report_cmd(
 # ---- helpers --------------------------------------------------------------------------
 
 
-def _pipeline_factory(config_file: Path | None, overrides: list[str]) -> tuple[Any, str]:
-    """The harness pipeline as a zero-argument, picklable Solver factory (and its name)."""
-    import functools
+def legacy_resume_switch(argv: list[str]) -> list[str]:
+    """`harness eval ... --resume` with no directory after it (the old switch: continue in
+    --out) still works for one release: it becomes a hidden flag, which warns."""
+    if not argv or argv[0] != "eval":
+        return argv
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--resume" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            args[i] = RESUME_SWITCH
+    return args
 
-    from harness.cli.model import store_from_env
-    from harness.config import load_config
-    from harness.solver import make_pipeline_solver
 
-    config = load_config(config_file, overrides)
-    factory = functools.partial(
-        make_pipeline_solver,
-        config,
-        cache_dir(),
-        store_from_env().root,
-        os.environ.get("OPENAI_API_KEY"),
+def _out_dir(out: Path | None, resume: Path | None, switch: bool) -> tuple[Path, bool]:
+    """(the output directory, whether to resume it) from --out, --resume DIR and the old
+    `--out DIR --resume`."""
+    if switch:
+        warn("--resume without a directory is deprecated and goes in the next release; "
+             "use --resume DIR")  # fmt: skip
+        if out is None:
+            raise ConfigError("--resume needs the directory to continue", hint="--resume DIR")
+        return out, True
+    if resume is not None:
+        if out is not None and out.resolve() != resume.resolve():
+            raise ConfigError(
+                f"--out {out} and --resume {resume} name different directories",
+                hint="give only --resume DIR to continue a run",
+            )
+        return resume, True
+    if out is None:
+        raise ConfigError("no output directory", hint="pass --out DIR (or --resume DIR)")
+    return out, False
+
+
+def eval_config(cfg: Config) -> EvalConfig:
+    """The workers' config, built once from the loaded config (and the host's CA bundle)."""
+    from harness.evals.envimages import SWEBENCH_APT, EnvOptions
+    from harness.evals.grading import GradeOptions
+    from harness.evals.specs import SpecRegistry
+    from harness.evals.worker import EvalConfig
+    from harness.sandboxes import Limits
+
+    settings = cfg.eval
+    registry = SpecRegistry()
+    for path in settings.specs:
+        registry.load_file(path)
+    env = EnvOptions(
+        mode=settings.images,  # type: ignore[arg-type]  # checked when the config loaded
+        ca_bundle=ca_bundle(settings.ca_bundle),
+        apt_packages=SWEBENCH_APT if settings.apt_packages is None else settings.apt_packages,
+        rebuild=settings.rebuild_images,
     )
-    return factory, f"harness pipeline ({config.model}, {config.samples} samples)"
+    grade = GradeOptions(
+        timeout_s=settings.test_timeout,
+        limits=Limits(cpus=2.0, memory_mb=settings.test_memory_mb),
+        network=settings.test_network,
+    )
+    return EvalConfig(
+        cache_dir=cache_dir(),
+        git_mirror=settings.git_mirror,
+        env=env,
+        grade=grade,
+        specs=registry,
+        model=settings.model_name,
+        include_hints=settings.include_hints,
+    )
 
 
-def load_solver_factory(spec: str | None) -> Callable[[], Any]:
-    """'package.module:callable' -> the callable (a zero-argument Solver factory)."""
-    if not spec:
-        raise ConfigError(
-            "no solver is configured for `harness eval run`",
-            hint="pass --solver package.module:factory (a callable returning a Solver)",
-        )
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise ConfigError(f"--solver {spec!r} is not 'module:callable'")
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load the solver {spec!r}: {exc}") from exc
-    if not callable(factory):
-        raise ConfigError(f"--solver {spec!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+def _embedded_model_note(cfg: Config) -> None:
+    from harness.cli.solve import embedded_model_note
+
+    embedded_model_note(cfg.solve.model)
 
 
 def _resume_args(
@@ -441,49 +613,6 @@ def _select(out: Path, args: dict[str, Any]) -> tuple[list[Any], list[str], dict
     return insts, unknown, meta
 
 
-def _config(
-    git_mirror: str | None,
-    images: str,
-    specs: list[Path] | None,
-    timeout: float,
-    ca_bundle: Path | None,
-    memory_mb: int,
-    model: str,
-    apt_packages: str | None,
-    rebuild: bool,
-    network: bool,
-) -> Any:
-    from harness.evals.envimages import SWEBENCH_APT, EnvOptions
-    from harness.evals.grading import GradeOptions
-    from harness.evals.specs import SpecRegistry
-    from harness.evals.worker import EvalConfig
-    from harness.sandboxes import Limits
-
-    if images not in ("local", "official"):
-        raise ConfigError(f"--images {images!r}: choose local or official")
-    registry = SpecRegistry()
-    for path in specs or []:
-        registry.load_file(path)
-    if ca_bundle is None:
-        env_ca = os.environ.get("HARNESS_CA_BUNDLE")
-        ca_bundle = Path(env_ca) if env_ca else (HOST_CA if HOST_CA.is_file() else None)
-    apt = (
-        SWEBENCH_APT
-        if apt_packages is None
-        else tuple(p.strip() for p in apt_packages.split(",") if p.strip())
-    )
-    return EvalConfig(
-        cache_dir=cache_dir(),
-        git_mirror=git_mirror or os.environ.get("HARNESS_GIT_MIRROR"),
-        env=EnvOptions(mode=images, ca_bundle=ca_bundle, apt_packages=apt, rebuild=rebuild),  # type: ignore[arg-type]
-        grade=GradeOptions(
-            timeout_s=timeout, limits=Limits(cpus=2.0, memory_mb=memory_mb), network=network
-        ),
-        specs=registry,
-        model=model,
-    )
-
-
 class _progress:
     """A rich progress bar on a terminal, one line per finished instance otherwise."""
 
@@ -511,7 +640,7 @@ class _progress:
     def update(self, p: Any) -> None:
         stats = (
             f"resolved {p.resolved}/{p.done} · covered {p.covered} · "
-            f"{p.tokens:,} tok · ${p.cost_usd:.2f}"
+            f"{p.tokens:,} tok · {dollars(p.cost_usd, p.unpriced, places=2)}"
         )
         if self.bar is not None:
             self.bar.update(self.task, total=p.total, completed=p.done, stats=stats)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from harness.report import dollars
 
 
 @dataclass
@@ -22,7 +24,13 @@ class Row:
 class LiveView:
     """Receives orchestrator events (as its observer) and renders them for rich.Live."""
 
-    def __init__(self, samples: int, usage: Callable[[], tuple[int, float]]) -> None:
+    def __init__(
+        self,
+        samples: int,
+        usage: Callable[[], tuple[int, float]],
+        unpriced: Sequence[str] = (),  # API models without a price: the cost is unknown
+    ) -> None:
+        self.unpriced = tuple(unpriced)
         self.rows = {f"sample-{i:02d}": Row() for i in range(samples)}
         self.run_stage = "starting"
         self.usage = usage
@@ -65,7 +73,7 @@ class LiveView:
         rate = tokens / elapsed if elapsed > 0 else 0.0
         footer = Text(
             f"{self.run_stage} · {elapsed:5.0f} s · {tokens:,} tokens "
-            f"({rate:,.0f}/s) · ${cost:.4f}",
+            f"({rate:,.0f}/s) · {dollars(cost, self.unpriced)}",
             style="dim",
         )
         parts: list[RenderableType] = [table, footer]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from harness.cli.common import cache_dir, run
+from harness.cli.common import cache_dir, local_backend_warning, run
 from harness.sandboxes import BACKENDS, Limits, SandboxSpec, make_backend
 
 app = typer.Typer(
@@ -39,10 +39,7 @@ def exec_(
     cmd = list(ctx.args)
     if not cmd:
         raise typer.BadParameter("give a command after `--`, e.g. `-- python -V`")
-    if backend == "local":
-        from harness.sandboxes.local import WARNING
-
-        err.print(f"[yellow]warning:[/] {WARNING}")
+    local_backend_warning(backend)
     spec = SandboxSpec(
         repo=repo,
         commit=commit,
@@ -65,7 +62,7 @@ async def _exec(backend_name: str, spec: SandboxSpec, cmd: list[str]) -> int:
 
     # One argument holding spaces is a shell command line; several are an argv.
     argv = ["bash", "-c", cmd[0]] if len(cmd) == 1 and " " in cmd[0] else cmd
-    async with make_backend(backend_name, cache_dir()) as backend:  # type: ignore[attr-defined]
+    async with make_backend(backend_name, cache_dir()) as backend:
         box = await backend.open(spec)
         async with box:
             result = await box.exec(argv, on_output=show)

@@ -4,102 +4,111 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Annotated
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from harness.cli.common import CONFORMAL_ALPHA_HELP, DRAFT_MODEL_HELP, SPECULATE_HELP
+from harness.cli.common import load_config
 from harness.cli.model import store_from_env
-from harness.errors import ConfigError
-from harness.llm.engine.load import EngineSettings
-from harness.llm.model_store import DEFAULT_MODEL
+from harness.cli.options import (
+    base_url_option,
+    config_option,
+    conformal_alpha_option,
+    draft_model_option,
+    set_option,
+    speculate_option,
+)
+from harness.config import Config
 from harness.llm.specs import make_llm, spec_forms
 
 
 def serve(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help=f"Model spec; {spec_forms()}.")
-    ] = DEFAULT_MODEL,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port; 0 picks a free one.")] = 8000,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
-    ] = None,
-    engine: Annotated[
-        bool, typer.Option("--engine/--no-engine", help="Continuous batching with KV pins.")
-    ] = True,
-    kv_policy: Annotated[
-        str, typer.Option("--kv-policy", help="Engine KV policy: none, lru or ttl.")
-    ] = "ttl",
-    kv_memory_gb: Annotated[
-        float | None, typer.Option("--kv-memory-gb", help="KV cache size (default: auto).")
-    ] = None,
-    cpu_offload_gb: Annotated[
-        float, typer.Option("--cpu-offload-gb", help="Host memory for offloaded KV pins.")
-    ] = 0.0,
-    draft_model: Annotated[str | None, typer.Option("--draft-model", help=DRAFT_MODEL_HELP)] = None,
-    speculate: Annotated[
-        int | None, typer.Option("--speculate", min=0, help=SPECULATE_HELP)
-    ] = None,
-    conformal_alpha: Annotated[
-        float | None, typer.Option("--conformal-alpha", help=CONFORMAL_ALPHA_HELP)
-    ] = None,
-    served_model_name: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--served-model-name",
-            help="A name clients may send as 'model' (repeatable; default: the model's name). "
-            "Other names get 404 model_not_found, as OpenAI answers.",
-        ),
-    ] = None,
+    config_file: Path | None = config_option(),
+    overrides: list[str] = set_option(),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        metavar="SPEC",
+        help=f"Model spec (default: smollm2-135m); {spec_forms()}.",
+    ),
+    base_url: str | None = base_url_option(),
+    host: str | None = typer.Option(
+        None, "--host", help="Address to listen on (default 127.0.0.1)."
+    ),
+    port: int | None = typer.Option(
+        None, "--port", help="Port (default 8000); 0 picks a free one."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."
+    ),
+    engine: bool | None = typer.Option(
+        None, "--engine/--no-engine", help="Continuous batching with KV pins (default on)."
+    ),
+    kv_policy: str | None = typer.Option(
+        None, "--kv-policy", help="Engine KV policy: none, lru or ttl (the default)."
+    ),
+    kv_memory_gb: float | None = typer.Option(
+        None, "--kv-memory-gb", help="KV cache size (default: auto)."
+    ),
+    cpu_offload_gb: float | None = typer.Option(
+        None, "--cpu-offload-gb", help="Host memory for offloaded KV pins (default 0)."
+    ),
+    draft_model: str | None = draft_model_option(),
+    speculate: int | None = speculate_option(),
+    conformal_alpha: float | None = conformal_alpha_option(),
+    served_model_name: list[str] | None = typer.Option(
+        None,
+        "--served-model-name",
+        metavar="NAME",
+        help="A name clients may send as 'model' (repeatable; default: the model's name). "
+        "Other names get 404 model_not_found, as OpenAI answers.",
+    ),
 ) -> None:
     """Serve a model at /v1/chat/completions (streaming too), /v1/models and /health.
 
     In-process models run on the engine: requests from many clients share each forward pass,
     and a request's `program_id` / `last_turn` / `next_tool` fields keep that program's KV
     cache pinned across its tool calls. --draft-model / --speculate / --conformal-alpha turn
-    on draft/target decoding (docs/engine.md).
+    on draft/target decoding (docs/engine.md). The --config file's `model:`, `engine:` and
+    `serve:` settings apply; the flags override them.
     """
-    settings = EngineSettings(
-        enabled=engine,
-        policy=kv_policy,
-        kv_memory_gb=kv_memory_gb,
-        cpu_offload_gb=cpu_offload_gb,
-        draft_model=draft_model,
-        speculate=speculate,
-        conformal_alpha=conformal_alpha,
-    )
-    names = tuple(served_model_name or ())
-    if any(not name.strip() for name in names):
-        raise ConfigError(
-            "--served-model-name must not be empty", hint="e.g. --served-model-name gpt-4o"
-        )
-    asyncio.run(_serve(model, host, port, device, settings, names))
+    flags = {
+        "model": model,
+        "base_url": base_url,
+        "serve.host": host,
+        "serve.port": port,
+        "serve.device": device,
+        "serve.served_model_names": tuple(served_model_name) if served_model_name else None,
+        "engine.enabled": engine,
+        "engine.policy": kv_policy,
+        "engine.kv_memory_gb": kv_memory_gb,
+        "engine.cpu_offload_gb": cpu_offload_gb,
+        "engine.draft_model": draft_model,
+        "engine.speculate": speculate,
+        "engine.conformal_alpha": conformal_alpha,
+    }
+    asyncio.run(_serve(load_config(config_file, overrides, flags)))
 
 
-async def _serve(
-    model: str,
-    host: str,
-    port: int,
-    device: str | None,
-    settings: EngineSettings,
-    names: tuple[str, ...],
-) -> None:
+async def _serve(cfg: Config) -> None:
     from harness.llm.server import serving  # uvicorn and starlette load only here
 
+    settings = cfg.serve
     llm = await make_llm(
-        model,
+        cfg.solve.model,
         store=store_from_env(),
         fetch_missing=True,
         api_key=os.environ.get("OPENAI_API_KEY"),
-        base_url=os.environ.get("OPENAI_BASE_URL"),
-        device=device,
-        engine=settings,
+        base_url=cfg.solve.base_url,
+        device=settings.device,
+        engine=cfg.solve.engine,
     )
+    names = settings.served_model_names
     try:
         async with serving(
-            llm, host=host, port=port, log_level="info", model_names=names
+            llm, host=settings.host, port=settings.port, log_level="info", model_names=names
         ) as base_url:
             shown = ", ".join(names or (llm.model_name,))
             Console().print(f"serving {shown} at {base_url}", highlight=False, soft_wrap=True)

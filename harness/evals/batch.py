@@ -34,6 +34,7 @@ from harness.evals.records import (
     patch_sha,
     read_grades,
     read_solves,
+    unpriced_models,
 )
 from harness.evals.worker import GradeJob, JobResult, SolveJob, SolveOutcome
 from harness.store import append_jsonl
@@ -53,8 +54,9 @@ class Progress:
     resolved: int
     covered: int
     tokens: int
-    cost_usd: float
+    cost_usd: float  # of the solves whose cost is known
     last: str = ""  # what just happened, e.g. "django__django-11099 resolved"
+    unpriced: tuple[str, ...] = ()  # API models without a price: the total cost is unknown
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -66,7 +68,7 @@ def prepare_out_dir(out: Path, *, resume: bool, meta: Mapping[str, Any]) -> None
     if has_results and not resume:
         raise ConfigError(
             f"{out} already holds results",
-            hint="pass --resume to continue that batch, or choose another directory",
+            hint=f"pass --resume {out} to continue that batch, or choose another --out",
         )
     out.mkdir(parents=True, exist_ok=True)
     previous: dict[str, Any] = {}
@@ -252,5 +254,8 @@ class Batch:
         resolved = sum(1 for (_, c), g in self._grades.items() if c == "final" and g.resolved)
         covered = len({i for (i, _), g in self._grades.items() if g.resolved})
         tokens = sum(s.tokens for s in self._solves.values())
-        cost = sum(s.cost_usd for s in self._solves.values())
-        self._on_progress(Progress(self._total, self._done, resolved, covered, tokens, cost, last))
+        cost = sum(s.cost_usd or 0.0 for s in self._solves.values())
+        unpriced = unpriced_models(self._solves.values())
+        self._on_progress(
+            Progress(self._total, self._done, resolved, covered, tokens, cost, last, unpriced)
+        )

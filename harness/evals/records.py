@@ -7,7 +7,7 @@ record it was writing, and a torn last line is skipped when the file is read bac
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -118,7 +118,7 @@ class SolveRecord:
     patch: str = ""
     candidates: tuple[CandidateRecord, ...] = ()
     tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown (an API model without a price was called)
     duration_s: float = 0.0
     message: str = ""
     run_dir: str = ""
@@ -131,6 +131,7 @@ class SolveRecord:
     # stage, and per tool hint the seconds between a reply and the program's next request
     exec_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     gap_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    unpriced: tuple[str, ...] = ()  # the API models without a price that it called
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,7 +144,7 @@ class SolveRecord:
             patch=str(data.get("patch", "")),
             candidates=tuple(CandidateRecord(**c) for c in data.get("candidates", ())),
             tokens=int(data.get("tokens", 0)),
-            cost_usd=float(data.get("cost_usd", 0.0)),
+            cost_usd=_cost(data.get("cost_usd", 0.0)),
             duration_s=float(data.get("duration_s", 0.0)),
             message=str(data.get("message", "")),
             run_dir=str(data.get("run_dir", "")),
@@ -153,11 +154,22 @@ class SolveRecord:
             samples=tuple(str(c) for c in data.get("samples") or ()),
             exec_s=_series(data.get("exec_s")),
             gap_s=_series(data.get("gap_s")),
+            unpriced=tuple(str(m) for m in data.get("unpriced") or ()),
         )
 
 
 def _series(data: Any) -> dict[str, tuple[float, ...]]:
     return {str(k): tuple(float(x) for x in v) for k, v in (data or {}).items()}
+
+
+def unpriced_models(solves: Iterable[SolveRecord]) -> tuple[str, ...]:
+    """The API models without a price that any solve called (its cost is unknown)."""
+    names = [m for s in solves for m in (s.unpriced or ((s.model,) if s.cost_usd is None else ()))]
+    return tuple(dict.fromkeys(names))
+
+
+def _cost(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_grades(path: Path) -> list[GradeResult]:

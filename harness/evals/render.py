@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.evals.report import Report
+from harness.report import dollars
 
 PLOTS = ("scaling.png", "statuses.png", "stages.png")
 
@@ -54,7 +55,7 @@ def markdown(r: Report) -> str:
         f"- **resolved: {r.resolved} ({_pct(r.rate(r.resolved))})**",
         f"- coverage (any candidate resolves): {r.covered} ({_pct(r.rate(r.covered))})",
         f"- selection accuracy (resolved / covered): {_pct(acc) if acc is not None else 'n/a'}",
-        f"- tokens: {r.tokens:,}; cost: ${r.cost_usd:,.2f}",
+        f"- tokens: {r.tokens:,}; cost: {dollars(r.cost_usd, r.unpriced, places=2)}",
         "",
         "## Final status",
         "",
@@ -101,7 +102,7 @@ def markdown(r: Report) -> str:
         "|---|---|---:|---:|---:|---:|",
         *(
             f"| {i.instance_id} | {i.status} | {i.resolving} / {i.samples} | {i.tokens:,} | "
-            f"${i.cost_usd:.2f} | {i.solve_s:.0f} |"
+            f"{'unknown' if i.cost_usd is None else f'${i.cost_usd:.2f}'} | {i.solve_s:.0f} |"
             for i in r.instances
         ),
         "",

@@ -17,7 +17,13 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.evals.batch import GRADES, RUN_JSON, SOLVES
-from harness.evals.records import GradeResult, SolveRecord, read_grades, read_solves
+from harness.evals.records import (
+    GradeResult,
+    SolveRecord,
+    read_grades,
+    read_solves,
+    unpriced_models,
+)
 from harness.llm.engine.spec_policy import SPEC_COUNTERS, SpecStats
 
 STAGES = ("env_image", "checkout", "apply", "tests")
@@ -30,7 +36,7 @@ class InstanceRow:
     samples: int  # trajectories (distinct candidates for solvers that do not say; else 1)
     resolving: int  # how many of them produced a patch that resolves it
     tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float | None = 0.0  # None: unknown (an API model without a price)
     solve_s: float = 0.0
 
 
@@ -59,9 +65,10 @@ class Report:
     scaling: tuple[ScalingPoint, ...]
     stage_s: dict[str, float]  # total seconds per stage (solve + grading stages)
     tokens: int
-    cost_usd: float
+    cost_usd: float  # of the solves whose cost is known
     meta: dict[str, Any] = field(default_factory=dict)
     speculation: dict[str, Any] | None = None  # draft/target counters summed over the solves
+    unpriced: tuple[str, ...] = ()  # API models without a price: the total cost is unknown
 
     @property
     def total(self) -> int:
@@ -223,9 +230,10 @@ def build_report(
         scaling=scaling_curve(samples),
         stage_s=stages,
         tokens=sum(s.tokens for s in solves.values()),
-        cost_usd=sum(s.cost_usd for s in solves.values()),
+        cost_usd=sum(s.cost_usd or 0.0 for s in solves.values()),
         meta=meta,
         speculation=speculation_totals(s.speculation for s in solves.values()),
+        unpriced=unpriced_models(solves.values()),
     )
 
 

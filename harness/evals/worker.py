@@ -11,7 +11,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +25,7 @@ from harness.evals.specs import SpecRegistry
 from harness.evals.tasks import instance_task
 from harness.evals.toolgaps import tool_times
 from harness.sandboxes import SandboxBackend, make_backend
-from harness.types import Solver
+from harness.types import Solver, SolveResult
 
 SolverFactory = Callable[[], Solver]  # must pickle (a module-level callable) for Ray
 
@@ -182,32 +182,46 @@ class Worker:
                 model=model,
             )
             return SolveOutcome(record)
+        duration = result.duration_s or (time.monotonic() - start)
+        record = solve_record(inst.instance_id, result, model, duration)
         execs, gaps = tool_times(Path(result.run_dir))
-        candidates = tuple(
-            CandidateRecord(
-                c.candidate.candidate_id,
-                c.candidate.patch,
-                votes=c.votes,
-                selected=c.selected,
-                source=c.candidate.source,
+        return SolveOutcome(
+            replace(
+                record,
+                exec_s={k: tuple(v) for k, v in execs.items()},
+                gap_s={k: tuple(v) for k, v in gaps.items()},
             )
-            for c in result.candidates
         )
-        record = SolveRecord(
-            inst.instance_id,
-            result.status,
-            patch=result.patch,
-            candidates=candidates,
-            tokens=result.tokens,
-            cost_usd=result.cost_usd,
-            duration_s=result.duration_s or (time.monotonic() - start),
-            message=result.message,
-            run_dir=str(result.run_dir),
-            model=model,
-            stage_s=dict(result.stage_s),
-            speculation=result.speculation,
-            samples=tuple(result.samples),
-            exec_s={k: tuple(v) for k, v in execs.items()},
-            gap_s={k: tuple(v) for k, v in gaps.items()},
+
+
+def solve_record(
+    instance_id: str, result: SolveResult, model: str, duration_s: float
+) -> SolveRecord:
+    """A SolveResult flattened for solves.jsonl; its cost is null (unknown) when an API model
+    without a price was called, never a made-up $0."""
+    candidates = tuple(
+        CandidateRecord(
+            c.candidate.candidate_id,
+            c.candidate.patch,
+            votes=c.votes,
+            selected=c.selected,
+            source=c.candidate.source,
         )
-        return SolveOutcome(record)
+        for c in result.candidates
+    )
+    return SolveRecord(
+        instance_id,
+        result.status,
+        patch=result.patch,
+        candidates=candidates,
+        tokens=result.tokens,
+        cost_usd=None if result.unpriced else result.cost_usd,
+        duration_s=duration_s,
+        message=result.message,
+        run_dir=str(result.run_dir),
+        model=model,
+        stage_s=dict(result.stage_s),
+        speculation=result.speculation,
+        samples=tuple(result.samples),
+        unpriced=result.unpriced,
+    )

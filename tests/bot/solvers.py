@@ -1,6 +1,7 @@
 """Small real Solvers for the bot's tests: they clone the task's repository, edit it
 deterministically, run their reproduction script before and after, and return a SolveResult.
-`make_solver` is what `harness bot github --solver tests.bot.solvers:make_solver` loads.
+`make_solver` is what `harness bot github --solver tests.bot.solvers:make_solver` loads (the
+CLI's factory signature: the run's SolveConfig -> a Solver).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.bot import SolveOptions
+from harness.config import SolveConfig
 from harness.types import Candidate, CandidateResult, SolveResult, Task, TestScript
 
 BUGGY = "def add(a, b):\n    return a - b\n"
@@ -137,11 +139,45 @@ class NothingSolver:
         )
 
 
-def make_solver(options: SolveOptions) -> FixingSolver:
-    return FixingSolver(options)
+def _options(config: SolveConfig) -> SolveOptions:
+    """What a trigger may set, as this run's config has it."""
+    return SolveOptions(config.samples, config.model, config.budget.max_usd)
 
 
-def make_leaky_solver(options: SolveOptions) -> FixingSolver:
+def make_solver(config: SolveConfig) -> FixingSolver:
+    return FixingSolver(_options(config))
+
+
+def make_leaky_solver(config: SolveConfig) -> FixingSolver:
     """Puts the environment's API key in its reasoning, as a careless model might."""
     key = os.environ.get("OPENAI_API_KEY", "")
-    return FixingSolver(options, reasoning=f"debug: OPENAI_API_KEY={key}")
+    return FixingSolver(_options(config), reasoning=f"debug: OPENAI_API_KEY={key}")
+
+
+class ClosingSolver(NothingSolver):
+    """Leaves a `closed` file in the run directory when closed (or raises while solving),
+    so a test can see from outside that the process closing it did."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.run_dir: Path | None = None
+
+    async def solve(self, task: Task, run_dir: Path) -> SolveResult:
+        self.run_dir = run_dir
+        if self.fail:
+            raise RuntimeError("the solver broke")
+        return await super().solve(task, run_dir)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self.run_dir is not None:
+            (self.run_dir / "closed").write_text(str(self.closed))
+
+
+def make_closing_solver(config: SolveConfig) -> ClosingSolver:
+    return ClosingSolver()
+
+
+def make_failing_closing_solver(config: SolveConfig) -> ClosingSolver:
+    return ClosingSolver(fail=True)

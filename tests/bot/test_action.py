@@ -126,6 +126,41 @@ def test_example_workflow_matches_the_action() -> None:
     assert any("pip install" in s.get("run", "") for s in steps)
 
 
-@pytest.mark.parametrize("name", ["model", "samples", "budget-usd", "api-key", "api-key-env"])
+@pytest.mark.parametrize(
+    "name", ["model", "samples", "max-usd", "config", "api-key", "api-key-env"]
+)
 def test_action_has_the_documented_inputs(name: str) -> None:
     assert name in ACTION["inputs"] and ACTION["inputs"][name]["description"]
+
+
+RENAMED = {
+    "budget-usd": "max-usd",
+    "max-samples": "comment-max-samples",
+    "max-budget-usd": "comment-max-usd",
+}
+
+
+def test_renamed_inputs_are_still_read_with_a_warning(
+    tmp_path: Path, project: Project, github: FakeGitHub, token: str
+) -> None:
+    for old, new in RENAMED.items():
+        assert new in ACTION["inputs"] and ACTION["inputs"][old]["deprecationMessage"]
+    payload = label_event(github, sender="triager")
+    values = {"budget-usd": "3", "max-samples": "4", "max-budget-usd": "9"}
+    proc = run_action(tmp_path, project, github, token, payload, **values)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused: @triager has triage permission")
+    for old, new in RENAMED.items():
+        assert f"::warning::the {old} input is renamed {new}" in proc.stderr
+    assert "is deprecated" not in proc.stderr  # the action passes the CLI its new names
+
+
+def test_the_config_input_reaches_the_bot(
+    tmp_path: Path, project: Project, github: FakeGitHub, token: str
+) -> None:
+    config = tmp_path / "harness.yaml"
+    config.write_text("bot:\n  label: fix-me\n")
+    payload = label_event(github, sender="triager", label="fix-me")
+    proc = run_action(tmp_path, project, github, token, payload, config=str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("refused: @triager")  # acted on: fix-me is the label

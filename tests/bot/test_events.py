@@ -27,7 +27,8 @@ from tests.bot.ghserver import FakeGitHub
     [
         ("/harness solve", SolveOptions()),
         ("/harness solve --samples 4", SolveOptions(samples=4)),
-        ("/harness solve --samples=8 --budget-usd 2.5", SolveOptions(samples=8, budget_usd=2.5)),
+        ("/harness solve --samples=8 --max-usd 2.5", SolveOptions(samples=8, budget_usd=2.5)),
+        ("/harness solve --budget-usd=2.5", SolveOptions(budget_usd=2.5)),  # the old name
         ("/harness solve --model 'openai:gpt-4o-mini'", SolveOptions(model="openai:gpt-4o-mini")),
         (
             "/harness solve --model hf:HuggingFaceTB/SmolLM2-135M-Instruct --budget-usd $3",
@@ -50,9 +51,11 @@ def test_valid_commands(line: str, expected: SolveOptions) -> None:
         ("/harness solve --samples 17", "from 1 to 16"),
         ("/harness solve --samples 0", "from 1 to 16"),
         ("/harness solve --samples -3", "whole number"),
-        ("/harness solve --budget-usd nan", "above 0"),
-        ("/harness solve --budget-usd inf", "above 0"),
+        ("/harness solve --max-usd nan", "above 0"),
+        ("/harness solve --max-usd inf", "above 0"),
+        ("/harness solve --max-usd 21", "--max-usd must be a number above 0 and at most 20"),
         ("/harness solve --budget-usd 21", "at most 20"),
+        ("/harness solve --max-usd 2 --budget-usd 3", "`--max-usd` is given twice"),
         ("/harness solve --model 'a b'", "not a model spec"),
         ("/harness solve --model '$(curl evil)'", "not a model spec"),
         ("/harness solve --samples 2 --samples 3", "given twice"),

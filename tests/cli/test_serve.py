@@ -142,3 +142,47 @@ def test_bad_spec_exits_2_with_the_valid_forms(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "error: unknown model name 'gpt-4o'" in result.stderr
     assert "openai:<model>" in result.stderr
+
+
+def test_serve_reads_its_sections_of_the_config_file(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`serve:` (address, names) and `engine:` come from the same --config file as solve's;
+    flags override them."""
+    env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path)}
+
+    def first_line(*args: str) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "serve", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=default_sigint,
+        )
+        try:
+            assert proc.stdout is not None
+            return proc.stdout.readline()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+
+    script = tmp_path / "replies.json"
+    script.write_text('["hello"]')
+    config = tmp_path / "harness.yaml"
+    config.write_text(
+        f"model: script:{script}\nserve:\n  host: 127.0.0.1\n  port: 0\n"
+        "  served_model_names: [coder, helper]\n"
+    )
+    line = first_line("--config", str(config))
+    assert re.search(r"serving coder, helper at http://127\.0\.0\.1:[1-9]\d*/v1", line), line
+    # An engine too small for the model's window: the `engine:` section reached the engine.
+    config.write_text(f"model: hf:{tiny_model_dir}\nengine:\n  kv_memory_gb: 0.000001\n")
+    common = ["--config", str(config), "--device", "cpu", "--port", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "serve", *common],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "the KV cache budget holds only" in done.stderr
+    assert "serving" in first_line(*common, "--no-engine")  # the flag wins over the file

@@ -150,6 +150,10 @@ BAD_INPUT: dict[str, tuple[list[str], str]] = {
     ),
     "not a run directory": (["--resume", "{tmp}"], "not a run directory"),
     "--out is a file": ([ISSUE, "--repo", EXAMPLE, "--out", "{tmp}/empty.md"], "is a file"),
+    # Malformed command lines, which Typer itself rejects: one line and a hint too.
+    "-n abc": ([ISSUE, "--repo", EXAMPLE, "-n", "abc"], "Invalid value for '--samples' / '-n'"),
+    "unknown option": ([ISSUE, "--repo", EXAMPLE, "--samplez", "3"], "No such option: --samplez"),
+    "--max-usd five": ([ISSUE, "--repo", EXAMPLE, "--max-usd", "five"], "for '--max-usd'"),
 }
 
 
@@ -187,16 +191,17 @@ def test_an_existing_run_directory_is_not_overwritten(tmp_path: Path) -> None:
 
 
 def test_speculation_flags_become_engine_settings(tmp_path: Path) -> None:
-    from harness.cli.common import speculation_overrides
-    from harness.config import load_config
+    from harness.cli.options import PipelineFlags
+    from harness.config import load
 
-    engine = load_config(None, speculation_overrides("hf:/m?gguf=a: b.gguf", 5, 0.25)).engine
+    flags = PipelineFlags(draft_model="hf:/m?gguf=a: b.gguf", speculate=5, conformal_alpha=0.25)
+    engine = load(None, flags=flags.keys()).solve.engine
     assert (engine.draft_model, engine.speculate, engine.conformal_alpha) == (
         "hf:/m?gguf=a: b.gguf",
         5,
         0.25,
     )
-    assert speculation_overrides(None, None, None) == []
+    assert load(None, flags=PipelineFlags().keys()) == load()  # no flag given: nothing changes
     cache = tmp_path / "cache"
     code, _, err = finish(
         harness("solve", ISSUE, "--repo", EXAMPLE, "--conformal-alpha", "2", cache=cache)

@@ -12,6 +12,8 @@ import os
 import time
 from pathlib import Path
 
+from harness.config import SolveConfig
+from harness.llm.model_store import default_cache_dir
 from harness.sandboxes import SandboxSpec, make_backend
 from harness.types import Candidate, CandidateResult, SolveResult, Task
 from tests.evals.conftest import GOLD, WRONG
@@ -25,9 +27,8 @@ class KnownPatchSolver:
     (1 vote); picks the most voted. Coverage 1, selection right, one duplicate patch."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
-        self.cache_dir = cache_dir or Path(
-            os.environ.get("HARNESS_CACHE_DIR", "/tmp/harness-cache")
-        )
+        # The CLI's own lookup ($HARNESS_CACHE_DIR, else the user's cache): never a fixed path.
+        self.cache_dir = cache_dir or default_cache_dir(os.environ, Path.home())
         self.delay = float(os.environ.get(DELAY_ENV, "0"))
 
     async def aclose(self) -> None:
@@ -89,3 +90,9 @@ def known_patch() -> KnownPatchSolver:
 
 def crashing() -> CrashingSolver:
     return CrashingSolver()
+
+
+def known_patch_for(config: SolveConfig) -> KnownPatchSolver:
+    """`--solver tests.evals.solvers:known_patch_for`: the factory signature of the CLI (the
+    run's SolveConfig -> a Solver); `known_patch` is the old zero-argument form."""
+    return KnownPatchSolver()

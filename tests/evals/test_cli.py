@@ -84,7 +84,7 @@ def test_run_killed_with_sigkill_then_resumed(tmp_path: Path) -> None:
         "--workers",
         "1",
         "--solver",
-        "tests.evals.solvers:known_patch",
+        "tests.evals.solvers:known_patch_for",
         *common(project),
     ]
     proc = harness(args, env, log)
@@ -104,15 +104,14 @@ def test_run_killed_with_sigkill_then_resumed(tmp_path: Path) -> None:
         time.sleep(0.5)
     assert owner_containers(proc.pid) == []
 
-    # --resume with only --out: the data set and selection come from run.json
+    # --resume DIR alone: the data set and selection come from run.json
     resume = harness(
         [
             "run",
-            "--out",
-            str(out),
             "--resume",
+            str(out),
             "--solver",
-            "tests.evals.solvers:known_patch",
+            "tests.evals.solvers:known_patch_for",
             *common(project),
         ],
         {**env, DELAY_ENV: "0"},
@@ -154,8 +153,10 @@ def test_grade_gold_stopped_with_sigterm_then_resumed(tmp_path: Path) -> None:
     assert proc.wait(60) == 130  # cancelled cleanly, like Ctrl-C
     before = len(list(read_jsonl(out / GRADES)))
     assert 1 <= before < 3
+    # The old spelling (--out DIR --resume) still works for one release, with a warning.
     resume = harness([*args, "--resume"], env, log)
     assert resume.wait(300) == 0, log.read_text()[-3000:]
+    assert "--resume without a directory is deprecated" in log.read_text()
     grades = read_grades(out / GRADES)
     assert sorted(g.instance_id for g in grades) == sorted(
         r["instance_id"] for r in project.records
@@ -190,7 +191,7 @@ def test_cli_input_errors(tmp_path: Path) -> None:
         "--solver",
         "no_such_module:x",
     )
-    assert res.returncode == 2 and "cannot load the solver" in res.stderr
+    assert res.returncode == 2 and "--solver 'no_such_module:x': cannot import it" in res.stderr
     res = run("grade", str(project.dataset), "--gold", "--dataset", str(project.dataset))
     assert res.returncode == 2 and "not both" in res.stderr
     res = run("grade", "--gold", "--dataset", str(project.dataset), "--slice", "x:y")

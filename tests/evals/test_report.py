@@ -160,3 +160,29 @@ def test_speculation_counters_add_up_over_the_solves(tmp_path: Path) -> None:
     md = write_report(report, run)["markdown"].read_text()
     assert "## Draft/target decoding" in md and "(realized rate 0.200; alpha 0.2)" in md
     assert "180 by the draft, 20 by the target (90.0% drafted)" in md
+
+
+def test_an_unpriced_api_model_is_recorded_and_reported_as_unknown_cost(tmp_path: Path) -> None:
+    from harness.evals.worker import solve_record
+    from harness.types import SolveResult
+
+    unpriced = SolveResult("a", "no_patch", "", tmp_path, tokens=50, unpriced=("gpt-mystery",))
+    record = solve_record("a", unpriced, "openai:gpt-mystery", 3.0)
+    assert record.cost_usd is None and record.unpriced == ("gpt-mystery",)
+    line = json.loads(json.dumps(record.to_json()))  # as solves.jsonl holds it
+    assert line["cost_usd"] is None and SolveRecord.from_json(line) == record
+    priced = solve_record("b", SolveResult("b", "no_patch", "", tmp_path, cost_usd=0.5), "m", 1)
+    assert priced.cost_usd == 0.5 and SolveRecord.from_json(priced.to_json()) == priced
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_JSON).write_text(json.dumps({"dataset": "d.jsonl", "instances": ["a", "b"]}))
+    for rec in (record, priced):
+        append_jsonl(run / SOLVES, rec.to_json())
+        append_jsonl(run / GRADES, GradeResult(rec.instance_id, "unresolved", "final").to_json())
+    report = load_report(run)
+    assert report.unpriced == ("gpt-mystery",) and report.cost_usd == 0.5
+    assert [i.cost_usd for i in report.instances] == [None, 0.5]
+    md = write_report(report, run)["markdown"].read_text()
+    assert "cost: $0.50 plus unknown (no price for gpt-mystery)" in md
+    assert "| a | unresolved | 0 / 1 | 50 | unknown |" in md

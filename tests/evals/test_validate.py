@@ -192,9 +192,10 @@ def test_validate_cli_grades_gold_and_empty_and_prunes_its_images(tmp_path: Path
 
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds a validation" in again.stderr
+    assert f"--resume {out}" in again.stderr  # the hint names the spelling that works
     lines = (out / RECORDS).read_text().count("\n")
     resumed = subprocess.run(
-        [*args, "--resume", "--per-version", "1"],
+        [*args, "--resume", str(out), "--per-version", "1"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -231,9 +232,8 @@ def test_retry_failed_grades_again_what_could_not_run(tmp_path: Path) -> None:
         str(project.specs_file),
         "--apt-packages",
         "",
-        "--out",
-        str(out),
         "--resume",
+        str(out),
     ]
     env = {**os.environ, "HARNESS_CACHE_DIR": str(tmp_path / "cache")}
 

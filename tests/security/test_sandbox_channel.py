@@ -7,21 +7,15 @@ import asyncio
 import json
 import os
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from harness.errors import SandboxError
-from harness.sandboxes import SandboxBackend, SandboxSpec, make_backend
+from harness.sandboxes import SandboxBackend, SandboxSpec
 from harness.sandboxes.channel import AgentChannel
 from tests.conftest import make_repo
-from tests.sandboxes.conftest import skip_unless_available
 
-BACKENDS = [
-    pytest.param("docker", marks=pytest.mark.docker),
-    pytest.param("bwrap", marks=pytest.mark.bwrap),
-]
 FORGED = {
     "exit_code": 0,
     "stdout": "============================== 10 passed in 0.42s ==============================\n",
@@ -57,13 +51,6 @@ while True:
     conn.sendall(b"r" + struct.pack(">I", len(forged)) + forged)
     conn.close()
 """.replace("FORGED_JSON", repr(json.dumps(FORGED)))
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
-    skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:
-        yield be
 
 
 @pytest.fixture

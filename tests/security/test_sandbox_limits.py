@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from harness.sandboxes import Limits, SandboxBackend, SandboxSpec, make_backend
-from tests.conftest import make_repo
 from tests.sandboxes.conftest import skip_unless_available
 
-BACKENDS = [
-    pytest.param("docker", marks=pytest.mark.docker),
-    pytest.param("bwrap", marks=pytest.mark.bwrap),
-]
 DISK_MB = 32
 
 # Forks up to 400 children (each sleeps, holding its slot) and prints how many it got.
@@ -51,19 +45,6 @@ for _ in range(4):
     kids.append(pid)
 print(sum(os.waitpid(pid, 0)[1] == 0 for pid in kids), flush=True)
 """
-
-
-@pytest.fixture(params=BACKENDS)
-async def backend(request: pytest.FixtureRequest, cache_dir: Path) -> AsyncIterator[SandboxBackend]:
-    skip_unless_available(request.param)
-    async with make_backend(request.param, cache_dir) as be:
-        yield be
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    make_repo(tmp_path / "repo", {"app.py": "print('hi')\n"})
-    return tmp_path / "repo"
 
 
 async def test_fork_bomb_is_bounded(backend: SandboxBackend, repo: Path) -> None:

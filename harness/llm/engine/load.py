@@ -1,6 +1,7 @@
 """Building the engine for a loaded model: KV-cache sizing from free memory, and the knobs
-users set (`engine.*` in the solve config, `harness serve --kv-policy ...`), draft/target
-decoding included (`engine.speculate`, `engine.draft_model`, `engine.conformal_alpha`).
+users set (`engine.*` of the config file, or flags such as `harness serve --kv-policy`),
+draft/target decoding included (`engine.speculate`, `engine.draft_model`,
+`engine.conformal_alpha`).
 
 Torch is imported lazily so that the settings can live in configuration without it.
 """
@@ -55,7 +56,10 @@ class EngineSettings:
 
     def __post_init__(self) -> None:
         if self.speculate is not None and self.speculate < 0:
-            raise ConfigError("engine.speculate must be >= 0 (0 turns token-level speculation off)")
+            raise ConfigError(
+                "engine.speculate must be >= 0 (0 turns token-level speculation off)",
+                hint="e.g. --speculate 4 (draft tokens per round), or 0",
+            )
         if self.conformal_alpha is not None and not 0.0 < self.conformal_alpha <= 1.0:
             raise ConfigError(
                 f"engine.conformal_alpha must be in (0, 1], got {self.conformal_alpha}",
@@ -67,11 +71,15 @@ class EngineSettings:
                 hint=f"one of {FALLBACKS}",
             )
         if self.self_draft_layers is not None and self.self_draft_layers < 1:
-            raise ConfigError("engine.self_draft_layers must be >= 1")
+            raise ConfigError(
+                "engine.self_draft_layers must be >= 1",
+                hint="e.g. -c engine.self_draft_layers=4, or leave it out (a quarter)",
+            )
         if self.step_max_tokens < 1 or self.calibration_window < 1 or self.resample_attempts < 0:
             raise ConfigError(
                 "engine.step_max_tokens and calibration_window must be positive, "
-                "resample_attempts >= 0"
+                "resample_attempts >= 0",
+                hint="e.g. -c engine.step_max_tokens=32 -c engine.calibration_window=512",
             )
         if self.conformal_alpha is not None and self._named() == SUFFIX:
             raise ConfigError(

@@ -456,12 +456,12 @@ def _collect(pipe, buf):
         buf.write(data)
 
 
-def do_pack(conn, req, workdir):
-    """Stream the work tree as a tar archive (b"o" frames), then a result."""
+def _start_tar(args, stdin, stdout):
+    """tar as the sandbox user in a session of its own, its stderr collected (capped)."""
     proc = subprocess.Popen(
-        ["tar", "-C", workdir, "-cf", "-", "."],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        ["tar"] + args,
+        stdin=stdin,
+        stdout=stdout,
         stderr=subprocess.PIPE,
         start_new_session=True,
         **user_kwargs(),
@@ -469,6 +469,14 @@ def do_pack(conn, req, workdir):
     err = Capped(8192)
     reader = threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True)
     reader.start()
+    return proc, err, reader
+
+
+def do_pack(conn, req, workdir):
+    """Stream the work tree as a tar archive (b"o" frames), then a result."""
+    proc, err, reader = _start_tar(
+        ["-C", workdir, "-cf", "-", "."], subprocess.DEVNULL, subprocess.PIPE
+    )
     try:
         for data in iter(lambda: os.read(proc.stdout.fileno(), CHUNK), b""):
             send_frame(conn, b"o", data)
@@ -483,17 +491,9 @@ def do_pack(conn, req, workdir):
 
 def do_unpack(conn, req, workdir):
     """Extract a tar archive sent as length-prefixed chunks (an empty one ends it)."""
-    proc = subprocess.Popen(
-        ["tar", "-C", workdir, "-xpf", "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        **user_kwargs(),
+    proc, err, reader = _start_tar(
+        ["-C", workdir, "-xpf", "-"], subprocess.PIPE, subprocess.DEVNULL
     )
-    err = Capped(8192)
-    reader = threading.Thread(target=_collect, args=(proc.stderr, err), daemon=True)
-    reader.start()
     try:
         while True:
             size = struct.unpack(">I", recv_exact(conn, 4))[0]
