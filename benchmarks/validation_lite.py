@@ -76,8 +76,10 @@ def record(checks: Sequence[Check], machine: dict[str, Any], graded_by: str) -> 
         "machine": machine,
         "gold_resolved_of_runnable": {"resolved": gold, "runnable": can_run},
         "gold_rate": round(gold / can_run, 4) if can_run else None,
-        "empty_resolved_of_graded": {"resolved": empty, "graded": instances},
-        "empty_rate": round(empty / instances, 4) if instances else None,
+        "instances_listed": instances,
+        # An empty patch that resolves anywhere counts; the rate is over what can run.
+        "empty_resolved_of_runnable": {"resolved": empty, "runnable": can_run},
+        "empty_rate": round(empty / can_run, 4) if can_run else None,
         "cannot_run_statuses": list(CANNOT_RUN),
         "repositories": [asdict(r) for r in rows],
         "checks": [outcome(c) for c in sorted(checks, key=lambda c: (c.instance_id, c.kind))],
