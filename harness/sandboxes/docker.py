@@ -38,6 +38,9 @@ LABEL_OWNER = "harness.owner"  # "<hostname>:<pid>" of the process that created 
 LABEL_OWNER_ID = "harness.owner.id"  # its ProcessId, which no other process shares (for prune)
 LABEL_IMAGE = "harness.image"  # "base" | "snapshot" | "fork"
 SANDBOX_USER = "1000:1000"  # who commands run as (environment images own /testbed by it)
+# Part of a snapshot's cache key: a snapshot built by a harness whose layout differs (before
+# commands ran as SANDBOX_USER its work tree was root's, unreadable now) is never reused.
+SNAPSHOT_FORMAT = f"2:{SANDBOX_USER}"
 AGENT_CAPS = ["SETUID", "SETGID"]  # the agent's only capabilities: it drops to SANDBOX_USER
 DISK_POLL_S = 1.0  # how often the watchdog measures a writable layer without an engine quota
 DEFAULT_IMAGE = "harness-base:latest"
@@ -124,7 +127,7 @@ class DockerBackend:
     async def _snapshot(self, client: Any, base_id: str, spec: SandboxSpec, commit: str) -> str:
         assert spec.repo is not None
         checkout = await cached_checkout(spec.repo, commit, self.cache_dir)
-        key = hashlib.sha256(f"{base_id}|{checkout}|{spec.workdir}".encode()).hexdigest()[:20]
+        key = snapshot_key(base_id, checkout, spec.workdir)
         lock = self._snapshot_locks.setdefault(key, asyncio.Lock())
         async with lock:
             found = await asyncio.to_thread(
@@ -346,6 +349,12 @@ def _get_image(client: Any, name: str) -> Any:
             else ("check the name with `docker images`")
         )
         raise ImageError(f"image {name!r} is not present in the Docker engine", hint=hint) from None
+
+
+def snapshot_key(base_id: str, checkout: Path, workdir: str) -> str:
+    """The label that finds a snapshot of `checkout` on `base_id` built by this harness."""
+    text = f"{SNAPSHOT_FORMAT}|{base_id}|{checkout}|{workdir}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def _build_snapshot(client: Any, base_id: str, checkout: Path, spec: SandboxSpec, key: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
@@ -17,8 +18,10 @@ import pytest
 
 from harness.errors import ImageError, SandboxUnavailable
 from harness.sandboxes import Limits, SandboxSpec
+from harness.sandboxes.checkout import cached_checkout, resolve_commit
 from harness.sandboxes.docker import (
     LABEL,
+    LABEL_IMAGE,
     LABEL_OWNER,
     LABEL_OWNER_ID,
     DockerBackend,
@@ -243,3 +246,37 @@ def test_base_image_has_tools_user_and_ca(tmp_path: Path) -> None:
     client.close()
     assert "Python 3" in out and "git version" in out and "GNU patch" in out
     assert "uid=1000(sandbox)" in out and "ca-certificates.crt" in out
+
+
+async def test_a_snapshot_left_by_an_older_harness_is_not_reused(
+    dock: DockerBackend, repo: Path, cache_dir: Path
+) -> None:
+    """Before commands ran as uid 1000, snapshots held a root-only work tree under a key
+    without a format: one left on the engine must not be taken for today's."""
+    client = docker.from_env()
+    try:
+        base = client.images.get(BASE_IMAGE)
+        checkout = await cached_checkout(repo, await resolve_commit(repo, "HEAD"), cache_dir)
+        old_key = hashlib.sha256(f"{base.id}|{checkout}|/testbed".encode()).hexdigest()[:20]
+        builder = client.containers.create(
+            base.id, command=["sh", "-c", "mkdir -p /testbed && chmod 700 /testbed"], user="0"
+        )
+        try:
+            builder.start()
+            builder.wait()
+            old = builder.commit(
+                repository="harness-snapshot",
+                tag=f"old-{old_key}",
+                conf={"Labels": {LABEL: "1", LABEL_IMAGE: f"snapshot-{old_key}"}},
+            )
+        finally:
+            builder.remove(force=True)
+        try:
+            async with await dock.open(SandboxSpec(repo=repo)) as box:
+                res = await box.exec("git rev-parse HEAD && ls")
+                assert res.ok, res.output
+                assert box.base_commit is not None
+        finally:
+            client.images.remove(old.id, force=True)
+    finally:
+        client.close()
