@@ -1,9 +1,11 @@
 """Agent workload: P programs x T turns, replayed against the engine under each KV policy.
 
 Each turn appends tool output to the program's context and generates a reply; between turns
-the program waits on a tool (heavy-tailed pauses, some tens of seconds like test runs). Tool
-pauses run on a simulated clock; forward passes are real, and each step advances the clock
-by its measured duration (or by an injected cost model, for deterministic tests).
+the program waits on a tool: lognormal pauses per tool hint, fitted to the gaps
+benchmarks/real_pipeline.py measured on real SWE-bench instances (results/tool_gaps.json),
+times --pause-scale. Tool pauses run on a simulated clock; forward passes are real, and each
+step advances the clock by its measured duration (or by an injected cost model, for
+deterministic tests).
 
     python -m benchmarks.agent_workload --out benchmarks/results/agent_workload_cpu.json
 """
@@ -21,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from harness.llm.engine.clock import ManualClock
@@ -29,12 +32,39 @@ from harness.llm.engine.engine import Engine, ForwardHook
 from harness.llm.engine.plan import SchedulerOutput
 from harness.llm.engine.sequence import EngineRequest
 
-# Tool pause models (seconds): lognormal(median, sigma); run_test has the heavy tail.
-TOOLS: dict[str, tuple[float, float]] = {
+# Tool pause models (seconds): lognormal(median, sigma) per tool hint, with how often the
+# tool follows a turn. Measured: benchmarks/real_pipeline.py records the gap between each
+# model reply and the program's next request on real SWE-bench instances and writes
+# results/tool_gaps.json; these are fitted from it. The made-up table of earlier versions
+# stays only as the fallback for a checkout without that file.
+GAPS_JSON = Path(__file__).resolve().parent / "results" / "tool_gaps.json"
+FALLBACK_TOOLS: dict[str, tuple[float, float]] = {
     "edit": (1.0, 0.5),
     "search": (2.0, 0.7),
     "run_test": (8.0, 0.9),
 }
+
+
+def load_tools(
+    path: Path = GAPS_JSON,
+) -> tuple[dict[str, tuple[float, float]], dict[str, int], str]:
+    """(tool -> (median s, sigma), tool -> observations, source) from a tool_gaps.json."""
+    try:
+        data = json.loads(path.read_text())
+        tools = {
+            name: (float(t["median_s"]), float(t["lognormal_sigma"]))
+            for name, t in data["tools"].items()
+            if t.get("n")
+        }
+        weights = {name: int(t["n"]) for name, t in data["tools"].items() if t.get("n")}
+    except (OSError, ValueError, KeyError, TypeError):
+        tools = {}
+    if not tools:
+        return dict(FALLBACK_TOOLS), dict.fromkeys(FALLBACK_TOOLS, 1), "made up (no tool_gaps.json)"
+    return tools, weights, f"measured: {path.name} ({sum(weights.values())} gaps)"
+
+
+TOOLS, TOOL_WEIGHTS, TOOLS_SOURCE = load_tools()
 
 
 @dataclass(frozen=True)
@@ -48,6 +78,8 @@ class WorkloadSpec:
     pause_scale: float = 1.0  # multiplies every tool pause
     vocab: int = 1000
     seed: int = 0
+    # (tool, median s, sigma, weight) per tool hint; empty = the measured ones (TOOLS)
+    tools: tuple[tuple[str, float, float, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,16 +106,25 @@ def generate(spec: WorkloadSpec) -> list[Program]:
     def loguniform(lo: int, hi: int) -> int:
         return int(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
+    table = spec.tools or tuple((n, m, sd, TOOL_WEIGHTS.get(n, 1)) for n, (m, sd) in TOOLS.items())
+    model = {name: (median, sigma) for name, median, sigma, _ in table}
+    names = [name for name, *_ in table]
+    weights = [weight for *_, weight in table]
     programs = []
     for p in range(spec.programs):
         turns = []
         for t in range(spec.turns):
             new = spec.system_tokens if t == 0 else loguniform(*spec.tool_tokens)
             last = t == spec.turns - 1
-            tool = None if last else rng.choice(list(TOOLS))
+            if last:
+                tool = None
+            elif len(set(weights)) == 1:  # equal weights: the draw earlier versions made
+                tool = rng.choice(names)
+            else:
+                tool = rng.choices(names, weights)[0]
             pause = 0.0
             if tool is not None:
-                median, sigma = TOOLS[tool]
+                median, sigma = model[tool]
                 pause = spec.pause_scale * median * math.exp(rng.gauss(0.0, sigma))
             gen = rng.randint(*spec.gen_tokens)
             turns.append(Turn(tokens(new), gen, tool, pause))
@@ -391,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "model": f"Qwen2 random init ({args.model}: {CPU_MODELS[args.model]}, 4 heads / 2 KV "
         f"heads, vocab 1000, {n_params} params), float32",
         "workload": asdict(spec),
+        "tool_pauses": {"source": TOOLS_SOURCE, "median_s_sigma": TOOLS, "weights": TOOL_WEIGHTS},
         "live_context_tokens": live,
         "max_context_tokens": max(
             sum(len(t.new_tokens) + t.gen_tokens for t in p.turns) for p in programs

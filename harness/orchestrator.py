@@ -28,7 +28,7 @@ from harness.report import RunSummary, SampleSummary, render_report
 from harness.runstore import RunStore
 from harness.sandboxes import Limits, Sandbox, SandboxBackend, SandboxSpec
 from harness.selectors.selection_loop import Selection, select, touched_files
-from harness.selectors.voting import Matrix, Voting
+from harness.selectors.voting import Matrix, Voting, patch_key
 from harness.types import Candidate, CandidateResult, SolveResult, SolveStatus, Task
 
 if TYPE_CHECKING:
@@ -368,7 +368,8 @@ class Orchestrator:
         patch = selection.winner.patch if selection else ""
         report = render_report(task, summary, matrix, selection)
         store.save_outputs(matrix, patch, summary, report)
-        return self._result(summary, store.root, patch, matrix, selection)
+        rows = tuple(_row(matrix, s.candidate) for s in samples)
+        return self._result(summary, store.root, patch, matrix, selection, rows)
 
     def _summary(
         self,
@@ -413,6 +414,7 @@ class Orchestrator:
         patch: str,
         matrix: Matrix,
         selection: Selection | None,
+        rows: tuple[str, ...],
     ) -> SolveResult:
         winner = selection.winner if selection else None
         return SolveResult(
@@ -434,6 +436,7 @@ class Orchestrator:
             stage_s=dict(summary.timings_s),
             speculation=summary.speculation.to_json() if summary.speculation else None,
             unpriced=summary.unpriced,
+            samples=rows,
         )
 
     def _emit(self, source: str, event: dict[str, Any]) -> None:
@@ -449,3 +452,11 @@ def _verified(matrix: Matrix, winner: Candidate) -> bool:
     original = matrix.original.get(test_id)
     cell = matrix.cell(winner.candidate_id, test_id)
     return original is not None and not original.passes and cell is not None and cell.passes
+
+
+def _row(matrix: Matrix, candidate: Candidate | None) -> str:
+    """The candidate id a sample's patch is graded under (its row: the smallest id among
+    identical patches); "" when the sample left no patch or voting dropped it."""
+    if candidate is None or candidate.candidate_id not in matrix.candidates:
+        return ""
+    return min(matrix.groups[patch_key(candidate.patch)])

@@ -134,6 +134,9 @@ class SolveResult:
     stage_s: dict[str, float] = field(default_factory=dict, hash=False)  # context, samples, ...
     # Draft/target decoding counters of the run (SpecStats.to_json), when the engine speculates
     speculation: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # Per trajectory in sampling order (sample-00 first): the id of the candidate its patch is
+    # graded under (identical patches share one), "" when it left no usable patch.
+    samples: tuple[str, ...] = field(default=(), hash=False, compare=False)
     unpriced: tuple[str, ...] = ()  # API models called without a known price: cost unknown
 
     @property

@@ -84,6 +84,9 @@ async def test_solves_the_bundled_example(
     # voting alone ties it with the real fix; the selection loop's extra test tells them apart.
     assert votes["candidates"]["sample-03"]["votes"] == 4
     assert votes["candidates"]["sample-01"]["votes"] == 0
+    # Every sample maps to the row its patch is graded under (identical patches share one).
+    assert len(result.samples) == 4
+    assert set(result.samples) <= {c.candidate.candidate_id for c in result.candidates}
     summary = json.loads((run / "summary.json").read_text())
     assert summary["selected_by"] == "model" and summary["winner"] in ("sample-00", "sample-02")
     report = (run / "report.md").read_text()
@@ -131,6 +134,10 @@ async def test_a_failing_trajectory_does_not_stop_the_others(
     statuses = {s["sample_id"]: s["status"] for s in summary["samples"]}
     assert statuses == {"sample-00": "finished", "sample-01": "error", "sample-02": "finished"}
     assert result.status == "patched"
+    # Per sample, in sampling order, the candidate its patch is graded under; none for 01.
+    rows = {c.candidate.candidate_id for c in result.candidates}
+    assert len(result.samples) == 3 and result.samples[1] == ""
+    assert {result.samples[0], result.samples[2]} <= rows
     assert "backend exploded" in (tmp_path / "run" / "report.md").read_text()
     log = [
         json.loads(line)

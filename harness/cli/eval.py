@@ -348,6 +348,124 @@ def grade_cmd(
     _finish(out)
 
 
+@app.command("validate")
+def validate_cmd(
+    out: Path | None = out_option("Output directory (default: validation)."),
+    resume: Path | None = resume_option("Add to the validation in DIR (any selection)."),
+    dataset: str | None = DatasetOpt,
+    split: str = SplitOpt,
+    instances: str | None = InstancesOpt,
+    filter_: str | None = FilterOpt,
+    slice_: str | None = SliceOpt,
+    per_version: int | None = typer.Option(
+        None, "--per-version", help="At most N instances per (repo, version) (default: all)."
+    ),
+    retry: bool = typer.Option(
+        False, "--retry-failed", help="With --resume: grade again what could not run."
+    ),
+    prune_images: bool = typer.Option(
+        False,
+        "--prune-images",
+        help="Remove a (repo, version)'s environment images once its instances are done.",
+    ),
+    doc: Path | None = typer.Option(
+        None, "--doc", help="Also put the table between the validation markers of this file."
+    ),
+    config_file: Path | None = config_option(),
+    overrides: list[str] = set_option(),
+    workers: int | None = typer.Option(
+        None, "--workers", metavar="N", help="(repo, version) groups in flight (default 1)."
+    ),
+    executor: str | None = ExecutorOpt,
+    ray_address: str | None = RayOpt,
+    git_mirror: str | None = MirrorOpt,
+    images: str | None = ImagesOpt,
+    specs: list[Path] | None = SpecsOpt,
+    test_timeout: float | None = TestTimeoutOpt,
+    test_memory_mb: int | None = MemOpt,
+    test_network: bool | None = NetOpt,
+    ca_bundle_: Path | None = CaOpt,
+    apt_packages: str | None = AptOpt,
+    rebuild_images: bool | None = RebuildOpt,
+    resume_switch: bool = ResumeSwitchOpt,
+) -> None:
+    """Grade every selected instance's gold patch and its empty patch (the tests on the
+    unchanged base commit): gold must resolve, empty must not. Writes a per-repository
+    table (OUT/validation.md, OUT/validation.json)."""
+    import os
+    import platform
+
+    from harness.evals.validate import RECORDS, Validator, plan, read_checks, replace_section
+    from harness.evals.validate import write_summary as write_validation
+
+    if doc is not None and not doc.is_file():
+        raise ConfigError(f"--doc {doc} does not exist", hint="pass an existing Markdown file")
+    if out is None and resume is None and not resume_switch:
+        out = Path("validation")
+    out, resuming = _out_dir(out, resume, resume_switch)
+    if (out / RECORDS).exists() and not resuming:
+        raise ConfigError(
+            f"{out} already holds a validation",
+            hint=f"pass --resume {out} to add to it, or choose another directory",
+        )
+    eval_flags = EvalFlags(
+        git_mirror,
+        specs,
+        images,
+        ca_bundle_,
+        apt_packages,
+        rebuild_images,
+        test_timeout,
+        test_memory_mb,
+        test_network,
+        workers,
+        executor,
+        ray_address,
+        model_name="gold",
+    )
+    cfg = load_config(config_file, overrides, eval_flags.keys())
+    args = _resume_args(out, False, dataset, split, instances, filter_, slice_)
+    insts, unknown, _meta = _select(out, args)
+    if unknown:
+        raise ConfigError(f"not in the data set: {', '.join(unknown)}")
+    groups = plan(insts, per_version)
+    config = eval_config(cfg)
+    settings = cfg.eval
+    out.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> None:
+        from harness.evals.executors import make_executor
+
+        ex = make_executor(
+            settings.executor, config, None, ray_address=settings.ray_address,
+            workers=settings.workers,
+        )  # fmt: skip
+        async with ex:
+            validator = Validator(
+                out,
+                ex,
+                workers=settings.workers,
+                prune=prune_images,
+                retry=retry,
+                on_progress=_say,
+            )
+            await validator.run(groups)
+
+    run(go())
+    machine = {
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "load_average_1_5_15": os.getloadavg(),
+        "images": settings.images,
+        "test_network": settings.test_network,
+    }
+    table = write_validation(out, read_checks(out), machine)
+    if doc is not None:
+        replace_section(doc, table)
+    typer.echo(table)
+    typer.echo(f"records: {out / RECORDS}; table: {out / 'validation.md'}")
+
+
 @app.command("report")
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run or grade output directory."),
@@ -532,6 +650,10 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _say(line: str) -> None:
+    err.print(line, markup=False, highlight=False)
 
 
 def _finish(out: Path) -> None:

@@ -36,7 +36,7 @@ from harness.evals.records import (
     read_solves,
     unpriced_models,
 )
-from harness.evals.worker import GradeJob, Job, JobResult, SolveJob, SolveOutcome
+from harness.evals.worker import GradeJob, JobResult, SolveJob, SolveOutcome
 from harness.store import append_jsonl
 
 PREDICTIONS = "predictions.jsonl"
@@ -186,7 +186,7 @@ class Batch:
                 self._record_grade(self._save_files(inst, outcome))
         self._finish(f"{inst.instance_id} {self._final_status(inst.instance_id)}")
 
-    async def _job(self, job: Job, inst: Instance) -> JobResult:
+    async def _job(self, job: SolveJob | GradeJob, inst: Instance) -> JobResult:
         try:
             return await self.executor.run(job)
         except Exception as exc:  # the executor itself failed (a Ray node died, ...)

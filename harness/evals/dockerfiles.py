@@ -1,7 +1,7 @@
 """The Dockerfiles of the three image layers (pure functions, tested without Docker).
 
 suite     Debian base of a suite + the apt packages swebench's base image has
-env       + venv, the spec's packages, the repo installed at its environment setup commit
+env       + a Python prefix, the spec's packages, the repo installed at its environment setup commit
           (per repo and version; shared by its instances)
 instance  + pre_install and install again at the instance's base commit (its dependencies
           and entry points, as swebench's instance images do)
@@ -22,8 +22,11 @@ from harness.sandboxes.images import LABEL_KEY
 
 LABEL_ENV_KEY = "harness.env.key"
 # What swebench's base image installs besides Python and conda (swebench 4.x,
-# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales.
+# harness/dockerfiles/python.py, _DOCKERFILE_BASE_PY): compilers for C extensions, locales;
+# and python3-dev, since conda's Python carries its C headers and Debian's does not (without
+# them every C extension fails: astropy, old numpy and cython built from source).
 SWEBENCH_APT = (
+    "python3-dev",
     "build-essential",
     "libffi-dev",
     "libtiff-dev",
@@ -34,9 +37,47 @@ SWEBENCH_APT = (
     "wget",
     "jq",
 )
-VENV = "/opt/venv"
+# The environment's Python is a prefix of its own, as SWE-bench's conda env is, not a venv:
+# Debian's interpreter copied into ENV_PREFIX/bin with the standard library linked beside it,
+# so Python finds the prefix from the binary itself, through any symlink. A venv is found
+# from the path it was started by, and tools that link the interpreter elsewhere (tox
+# --current-env, sphinx's test command) ran Debian's bare Python without the environment's
+# packages. Debian's layout for a prefix: pip installs into local/lib/pythonX.Y/dist-packages
+# and local/bin, the directories Debian's site.py adds for every prefix. setuptools' own
+# scheme (`setup.py develop`, pip's legacy editable mode: sphinx < 4.x, old sympy) writes
+# its .pth to lib/pythonX.Y/site-packages, which site.py leaves out: that name is a link to
+# the one package directory, so either scheme lands where Python looks.
+ENV_PREFIX = "/opt/env"
+ENV_BIN = f"{ENV_PREFIX}/local/bin:{ENV_PREFIX}/bin"
+_MAKE_PREFIX = (
+    "v=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])')"
+    f" && mkdir -p {ENV_PREFIX}/bin {ENV_PREFIX}/include {ENV_PREFIX}/lib/python$v"
+    f" && cp /usr/bin/python$v {ENV_PREFIX}/bin/ && ln -s python$v {ENV_PREFIX}/bin/python3"
+    f" && ln -s python3 {ENV_PREFIX}/bin/python"
+    " && for f in /usr/lib/python$v/*; do case ${f##*/} in"
+    # Debian's own package dirs stay out; EXTERNALLY-MANAGED would make pip refuse.
+    " dist-packages|site-packages|EXTERNALLY-MANAGED) ;;"
+    f' *) ln -s "$f" {ENV_PREFIX}/lib/python$v/ ;; esac; done'
+    f" && ln -s /usr/include/python$v {ENV_PREFIX}/include/"
+    f" && mkdir -p {ENV_PREFIX}/local/lib/python$v/dist-packages"
+    f" && ln -s ../../local/lib/python$v/dist-packages {ENV_PREFIX}/lib/python$v/site-packages"
+    # pip for the prefix, installed by a throwaway venv's pip (Debian's own is unbundled).
+    " && /usr/bin/python3 -m venv /tmp/boot"
+    " && /tmp/boot/bin/python -m pip install -q --no-cache-dir 'pip>=23,<24.1'"
+    f" && /tmp/boot/bin/python -m pip --python {ENV_PREFIX}/bin/python install --no-cache-dir"
+)
 USER = SANDBOX_USER  # pip and the install step run as the user sandboxes run as
 SETUP_DIFF = "/opt/harness/setup.diff"
+REQS = "/opt/harness/requirements.txt"
+SKIPPED = "/opt/harness/skipped.txt"  # conda packages pip could not install
+CONSTRAINTS = "/opt/harness/constraints.txt"
+# Editable installs expose the source tree on sys.path, as `setup.py develop` (SWE-bench's
+# mode) does: setuptools >= 64 builds PEP 660 editables, and for a flat layout its default
+# is an import hook that leaves the tree off sys.path, so code that maps files to modules
+# through sys.path (pylint's checker loader) breaks. setuptools reads this file
+# (DIST_EXTRA_CONFIG) for its own builds only; other backends and old setuptools ignore it.
+EDITABLE_CFG = "/opt/harness/editable.cfg"
+EDITABLE_MODE = r"[editable_wheel]\nmode = compat\n"  # printf format
 # What a fresh conda env (swebench's) carries besides Python, at versions of its time;
 # specs that need other pins install them afterwards.
 BOOTSTRAP = ("'pip>=23,<24.1'", "'setuptools>=65,<70'", "wheel")
@@ -102,7 +143,7 @@ def _finish(kind: str, key: str) -> list[str]:
         f"RUN git diff --binary > {SETUP_DIFF}"
         " && (git ls-files -z | xargs -0 rm -f || true) && rm -rf .git",
         "USER root",
-        f"RUN find /testbed /opt/harness {VENV} ! -user 1000 -exec chown -h {USER} {{}} +",
+        f"RUN find /testbed /opt/harness {ENV_PREFIX} ! -user 1000 -exec chown -h {USER} {{}} +",
         f"LABEL {LABEL_IMAGE}={kind} {LABEL_ENV_KEY}={key}",
     ]
 
@@ -114,20 +155,33 @@ def env_dockerfile(base: str, spec: EnvSpec, *, key: str, has_reqs: bool, versio
         'SHELL ["/bin/bash", "-c"]',
         "USER root",
         "ENV DEBIAN_FRONTEND=noninteractive",
-        # pip runs as the sandbox user, so the venv is its own (grading re-runs the install
+        # pip runs as the sandbox user, so the prefix is its own (grading re-runs the install
         # step as that user) without a chown that would copy every file into a new layer.
-        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && python3 -m venv {VENV}"
-        f" && {VENV}/bin/python -m pip install --no-cache-dir {' '.join(BOOTSTRAP)}"
-        f" && chown -R {USER} /testbed /opt/harness {VENV}",
-        f"ENV PATH={VENV}/bin:$PATH VIRTUAL_ENV={VENV} PIP_DISABLE_PIP_VERSION_CHECK=1"
-        " PIP_NO_CACHE_DIR=1",
+        f"RUN cd / && rm -rf /testbed && mkdir -p /testbed /opt/harness && {_MAKE_PREFIX}"
+        f" {' '.join(BOOTSTRAP)} && rm -rf /tmp/boot"
+        f" && printf '{EDITABLE_MODE}' > {EDITABLE_CFG}"
+        f" && chown -R {USER} /testbed /opt/harness {ENV_PREFIX}",
+        f"ENV PATH={ENV_BIN}:$PATH PIP_DISABLE_PIP_VERSION_CHECK=1"
+        f" PIP_NO_CACHE_DIR=1 DIST_EXTRA_CONFIG={EDITABLE_CFG}",
         f"USER {USER}",
     ]
+    if spec.constraints:
+        pins = " ".join(shlex.quote(c) for c in spec.constraints)
+        lines += [f"RUN printf '%s\\n' {pins} > {CONSTRAINTS}", f"ENV PIP_CONSTRAINT={CONSTRAINTS}"]
     if has_reqs:
-        lines += [
-            f"COPY --chown={USER} harness-requirements.txt /opt/harness/requirements.txt",
-            "RUN python -m pip install -r /opt/harness/requirements.txt",
-        ]
+        lines.append(f"COPY --chown={USER} harness-requirements.txt {REQS}")
+        if spec.packages == "requirements.txt":
+            lines.append(f"RUN python -m pip install -r {REQS}")
+        else:
+            # Conda packages installed with pip: some exist only on conda (cdms2, pynio, C
+            # libraries). When the whole list does not resolve, each package is tried alone
+            # and the ones pip lacks are listed in skipped.txt (and the build log).
+            lines.append(
+                f"RUN python -m pip install -r {REQS} || (grep -v '^[[:space:]]*$' {REQS}"
+                ' | while read -r req; do python -m pip install "$req"'
+                f" || echo \"$req\" >> {SKIPPED}; done; echo 'not on PyPI, skipped:';"
+                f" cat {SKIPPED} 2>/dev/null || true)"
+            )
     if spec.pip_packages:
         pkgs = " ".join(shlex.quote(p) for p in spec.pip_packages)
         lines.append(f"RUN python -m pip install {pkgs}")

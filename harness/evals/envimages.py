@@ -2,7 +2,7 @@
 
 Local (harness/evals/dockerfiles.py has the Dockerfiles): a Debian base per suite (from
 harness/sandboxes/images.py; the suite picks the Python) with swebench's apt packages; an
-env image per (repo, version) with the venv, the spec's packages and the repo installed at
+env image per (repo, version) with a Python prefix, the spec's packages and the repo installed at
 its environment setup commit; and a thin instance image that runs pre_install and install
 again at the instance's base commit. Every layer is keyed by its content, built once under
 a host lock, and reused. Official: the pre-built `swebench/sweb.eval.x86_64.<id>` images.
@@ -40,7 +40,7 @@ from harness.evals.repos import RepoCache
 from harness.evals.requirements import environment_yml_requirements, requirements_txt
 from harness.evals.specs import EnvSpec, debian_python, pip_requirements
 from harness.sandboxes.checkout import git
-from harness.sandboxes.docker import LABEL_IMAGE, connect
+from harness.sandboxes.docker import LABEL, LABEL_IMAGE, connect
 from harness.sandboxes.images import LABEL_KEY, BaseImageRecipe, build_base
 
 ENV_RECIPE_VERSION = "2"
@@ -71,6 +71,7 @@ class EnvImage:
     activate: str = ""  # shell line that puts the environment on PATH ("" = already is)
     setup_diff: str = ""  # path in the image of tracked-file changes the install made
     build_s: float = 0.0  # seconds spent building it now (0 when it was reused)
+    env_build_s: float = 0.0  # the env layer's share of build_s (per repo and version)
     log_path: str = ""
     notes: tuple[str, ...] = field(default=())  # substitutions made (Python, conda -> pip)
 
@@ -105,10 +106,12 @@ class EnvImages:
         self.options = options or EnvOptions()
         self._factory = client_factory
         self._client: Any = None
-        self._rebuilt: set[str] = set()  # with `rebuild`: keys built by this process
+        self._rebuilt: set[str] = set()  # tags built by this process (kept with `rebuild`)
         # Builds that failed in this process are not retried for the next instance that
         # shares them (a new process, e.g. a resumed batch, tries again).
         self._failed: dict[str, EnvBuildFailed] = {}
+        # Tags this process used per (repo, version), env image last: what `remove` removes.
+        self._used: dict[tuple[str, str], list[str]] = {}
 
     async def client(self) -> Any:
         if self._client is None:
@@ -197,6 +200,11 @@ class EnvImages:
             {"testbed": checkout},
             log,
         )
+        used_tags = self._used.setdefault((inst.repo, inst.version), [])
+        if tag not in used_tags:
+            used_tags.insert(0, tag)  # instance images go before the env image they extend
+        if env_tag not in used_tags:
+            used_tags.append(env_tag)
         log_path = self._log_path(tag)
         return EnvImage(
             tag,
@@ -204,9 +212,21 @@ class EnvImages:
             used,
             setup_diff=SETUP_DIFF,
             build_s=env_s + inst_s,
+            env_build_s=env_s,
             log_path=str(log_path),
             notes=tuple(notes),
         )
+
+    async def remove(self, repo: str, version: str) -> list[str]:
+        """Remove the images of (repo, version) this process built or used: the sandbox
+        snapshots made from them, the instance images, then the env image (the Debian
+        bases stay). Returns what was removed; an image still in use is left and named."""
+        tags = self._used.pop((repo, version), [])
+        self._rebuilt.difference_update(tags)
+        if not tags:
+            return []
+        client = await self.client()
+        return await asyncio.to_thread(_remove_images, client, tags)
 
     def _log_path(self, tag: str) -> Path:
         return self.cache_dir / "evals" / "env-logs" / f"{tag.split(':', 1)[1]}.log"
@@ -228,7 +248,7 @@ class EnvImages:
         async with host_lock(self.cache_dir / "evals" / "locks", f"env-{key}"):
             if key in self._failed:
                 raise self._failed[key]
-            if key in self._rebuilt or (
+            if tag in self._rebuilt or (
                 not self.options.rebuild and await asyncio.to_thread(_has_image, client, tag, key)
             ):
                 return tag, 0.0
@@ -249,7 +269,7 @@ class EnvImages:
             except EnvBuildFailed as exc:
                 self._failed[key] = exc
                 raise
-            self._rebuilt.add(key)
+            self._rebuilt.add(tag)
             return tag, time.monotonic() - start
 
     async def _suite_image(self, client: Any, suite: str, log: Log) -> str:
@@ -310,6 +330,31 @@ def _find_base(client: Any, recipe: BaseImageRecipe) -> str | None:
     return str(min(found, key=lambda i: i.attrs.get("Created", "")).id) if found else None
 
 
+def _remove_images(client: Any, tags: list[str]) -> list[str]:
+    # The low-level listing: the high-level one fetches each image again, and one that
+    # another process removes in between fails the whole listing.
+    listing = client.api.images(filters={"label": LABEL})
+    ids = {t: str(i["Id"]) for i in listing for t in i.get("RepoTags") or () if t in tags}
+    done: list[str] = []
+    # Sandbox snapshots (the checkout laid over an image) are its children: they go first.
+    for image in listing:
+        kind = str((image.get("Labels") or {}).get(LABEL_IMAGE, ""))
+        if image.get("ParentId") in ids.values() and kind.startswith("snapshot-"):
+            done.append(_remove_one(client, str(image["Id"]), f"snapshot {image['Id'][:19]}"))
+    for tag in tags:
+        if tag in ids:
+            done.append(_remove_one(client, tag, tag))
+    return done
+
+
+def _remove_one(client: Any, ref: str, name: str) -> str:
+    try:
+        client.images.remove(ref, force=True)
+    except Exception as exc:  # in use by a running sandbox, or a child image left
+        return f"{name} (kept: {str(exc)[:120]})"
+    return name
+
+
 def _has_image(client: Any, tag: str, key: str) -> bool:
     try:
         image = client.images.get(tag)
@@ -331,7 +376,9 @@ def _docker_build(
 
     A build whose step container is killed from outside (exit 137 while another process
     removes it, e.g. a `harness sandbox prune` that takes it for a leftover: it inherits the
-    base image's labels) is retried from the layer cache, twice at most.
+    base image's labels) is retried from the layer cache, twice at most; so is one whose
+    cached parent layer was deleted under it (another (repo, version) of the same repository
+    shares the first layers, and pruning that one's images removes them mid-build).
     """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile() as ctx, open(log_path, "w") as out:
@@ -348,7 +395,7 @@ def _docker_build(
             error, killed = _stream_build(client, ctx, tag, out, nocache and attempt == 0)
             if not (error and killed):
                 break
-            out.write(f"# the build container was killed from outside; retry {attempt + 1}\n")
+            out.write(f"# the build lost its container or a cached layer; retry {attempt + 1}\n")
     if error:
         raise EnvBuildFailed(
             f"building {tag} failed: {error.splitlines()[-1][:300]} (log: {log_path})",
@@ -357,8 +404,13 @@ def _docker_build(
         )
 
 
+# A cached layer the build was about to use was removed meanwhile (docker's own words).
+LAYER_GONE = re.compile(r"unknown parent image ID|failed to set parent")
+
+
 def _stream_build(client: Any, ctx: Any, tag: str, out: Any, nocache: bool) -> tuple[str, bool]:
-    """One `docker build`: (error or "", whether a step container was killed from outside)."""
+    """One `docker build`: (error or "", whether to retry it: a step container was killed
+    from outside, or a cached layer removed under it)."""
     error = ""
     killed = False
     try:
@@ -382,4 +434,4 @@ def _stream_build(client: Any, ctx: Any, tag: str, out: Any, nocache: bool) -> t
     except Exception as exc:  # the engine went away, a context too large, ...
         error = str(exc)
         out.write(f"ERROR: {error}\n")
-    return error, killed and "non-zero code: 137" in error
+    return error, (killed and "non-zero code: 137" in error) or bool(LAYER_GONE.search(error))

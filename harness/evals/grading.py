@@ -1,9 +1,10 @@
 """Grade one patch for one instance in a sandbox, the way SWE-bench does.
 
-Apply the model patch, re-apply what the environment's install changed in tracked files,
-reset the test files and apply the test patch, run the repository's test command on the
-files it touches (networking off), parse per-test status with swebench's parser for the
-repo, and compare with FAIL_TO_PASS / PASS_TO_PASS: resolved when every one of them passes.
+Apply the model patch, put back whatever test infrastructure it touched (testguard.py),
+re-apply what the environment's install changed in tracked files, apply the test patch,
+run the repository's test command on the files it touches (networking off), parse per-test
+status with swebench's parser for the repo, and compare with FAIL_TO_PASS / PASS_TO_PASS:
+resolved when every one of them passes.
 """
 
 from __future__ import annotations
@@ -21,14 +22,24 @@ from harness.evals.dataset import Instance
 from harness.evals.envimages import EnvBuildFailed, EnvImage, EnvImages
 from harness.evals.records import GradeResult, GradeStatus, TestOutcome, patch_sha
 from harness.evals.repos import RepoCache
-from harness.evals.specs import EnvSpec, SpecRegistry, directives_for, modified_test_files
+from harness.evals.specs import EnvSpec, SpecRegistry, directives_for
+from harness.evals.testguard import (
+    named_in_commands,
+    patch_paths,
+    protected,
+    status_paths,
+    touches_git_dir,
+)
 from harness.sandboxes import Limits, Sandbox, SandboxBackend, SandboxSpec
+from harness.sandboxes.checkout import SAFE_GIT
 
 START = ">>>>> Start Test Output"  # swebench.harness.constants.START_TEST_OUTPUT
 END = ">>>>> End Test Output"  # swebench.harness.constants.END_TEST_OUTPUT
 SCRATCH = "/tmp/.harness"
 # Grading is offline: a re-run install step must reuse the build tools in the environment.
 OFFLINE_PIP = "export PIP_NO_INDEX=1 PIP_NO_BUILD_ISOLATION=0"
+GIT = shlex.join(SAFE_GIT)  # hooks and fsmonitor off: the work tree is the patch's
+STATUS = f"{GIT} status --porcelain=v1 -z --untracked-files=all --ignored=matching"
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,16 @@ class Grader:
         self.options = options or GradeOptions()
 
     async def grade(
-        self, inst: Instance, patch: str, *, candidate_id: str = "final", model: str = ""
+        self,
+        inst: Instance,
+        patch: str,
+        *,
+        candidate_id: str = "final",
+        model: str = "",
+        run_empty: bool = False,
     ) -> GradeOutcome:
+        """Grade `patch`; an empty one is `empty_patch` without a run, unless `run_empty`
+        (validation: the tests on the unchanged base commit)."""
         timings: dict[str, float] = {}
         # What every result of this grade carries; the image fields join once it is known.
         fields: dict[str, Any] = {
@@ -123,7 +142,7 @@ class Grader:
         def done(status: GradeStatus, message: str = "", **kw: Any) -> GradeResult:
             return GradeResult(inst.instance_id, status, message=message, **fields, **kw)
 
-        if not patch.strip():
+        if not patch.strip() and not run_empty:
             return GradeOutcome(done("empty_patch", "the patch is empty"))
         spec = self.specs.get(inst.repo, inst.version)
         if spec is None:
@@ -143,6 +162,9 @@ class Grader:
         except HarnessError as exc:
             return GradeOutcome(done("env_build_failed", exc.message))
         timings["env_image"] = time.monotonic() - start
+        # Parts of env_image: building now (0 when reused); the report's stages skip them.
+        timings["env_build"] = env.env_build_s
+        timings["instance_build"] = env.build_s - env.env_build_s
         fields.update(
             image=env.tag, python_requested=env.python_requested, python_used=env.python_used
         )
@@ -180,13 +202,26 @@ class Grader:
         files = {"patch.diff": patch}
         async with box:
             start = time.monotonic()
-            applied = await box.apply_patch(patch)
-            if not applied.applied:
-                timings["apply"] = time.monotonic() - start
-                log.append(f">>>>> Patch Apply Failed:\n{applied.reason}")
-                files["eval.log"] = "\n".join(log) + "\n"
-                return GradeOutcome(done("patch_failed", _first_line(applied.reason)), files)
-            log.append(f">>>>> Applied Patch ({applied.method})")
+            touched: set[str] = set()
+            if patch.strip():
+                touched = patch_paths(patch)
+                if touches_git_dir(touched):
+                    log.append(">>>>> Patch Apply Failed:\nthe patch writes inside .git")
+                    files["eval.log"] = "\n".join(log) + "\n"
+                    return GradeOutcome(done("patch_failed", "the patch writes inside .git"), files)
+                before = status_paths((await box.exec(STATUS, timeout=300)).stdout)
+                applied = await box.apply_patch(patch)
+                if not applied.applied:
+                    timings["apply"] = time.monotonic() - start
+                    log.append(f">>>>> Patch Apply Failed:\n{applied.reason}")
+                    files["eval.log"] = "\n".join(log) + "\n"
+                    return GradeOutcome(done("patch_failed", _first_line(applied.reason)), files)
+                log.append(f">>>>> Applied Patch ({applied.method})")
+                after = status_paths((await box.exec(STATUS, timeout=300)).stdout)
+                touched |= {path for _, path in after - before}
+            else:
+                log.append(">>>>> No patch: the base commit as it is")
+            log += await self._restore(box, inst, spec, touched)
             log += await self._setup_diff(box, env)
             ok, out = await self._test_patch(box, inst)
             log.append(out)
@@ -226,7 +261,7 @@ class Grader:
             return []
         q = shlex.quote(env.setup_diff)
         res = await box.exec(
-            f"if [ -s {q} ]; then git -c safe.directory='*' apply --whitespace=nowarn {q}"
+            f"if [ -s {q} ]; then {GIT} apply --whitespace=nowarn {q}"
             " && echo applied; else echo none; fi",
             timeout=120,
         )
@@ -235,20 +270,45 @@ class Grader:
         state = "applied" if res.ok else f"did not apply:\n{res.output.strip()}"
         return [f">>>>> Install-time changes to tracked files {state}"]
 
+    async def _restore(
+        self, box: Sandbox, inst: Instance, spec: EnvSpec, touched: set[str]
+    ) -> list[str]:
+        """Put the test infrastructure the patch touched, and every file of the test patch,
+        back to the base commit (removed when the base commit lacks it), parents first."""
+        named = named_in_commands([*spec.test_cmd, *spec.eval_commands])
+        mine = sorted(p for p in touched if protected(p, named))
+        paths = sorted({*mine, *patch_paths(inst.test_patch)}, key=lambda p: (p.count("/"), p))
+        if not paths:
+            return []
+        base = shlex.quote(inst.base_commit)
+        lines = ["set -u"]
+        for path in paths:
+            q = shlex.quote(path)
+            lines.append(
+                f"rm -rf -- {q}; if {GIT} cat-file -e {base}:{q} 2>/dev/null;"
+                f" then {GIT} checkout -q {base} -- {q} || echo 'cannot restore '{q}; fi"
+            )
+        await box.write_file(f"{SCRATCH}/restore.sh", "\n".join(lines) + "\n")
+        res = await box.exec(f"bash {SCRATCH}/restore.sh", timeout=300)
+        out = []
+        if mine:
+            out.append(
+                ">>>>> Test infrastructure the patch touched, back to the base commit: "
+                + ", ".join(mine)
+            )
+        if not res.ok or res.output.strip():
+            out.append(f">>>>> Restoring test files: {res.output.strip()}")
+        return out
+
     async def _test_patch(self, box: Sandbox, inst: Instance) -> tuple[bool, str]:
-        """Reset the test files to the base commit, then `git apply` the test patch."""
-        git = "git -c safe.directory='*'"
-        files = modified_test_files(inst.test_patch)
-        if files:
-            quoted = " ".join(shlex.quote(f) for f in files)
-            await box.exec(f"{git} checkout {inst.base_commit} -- {quoted}", timeout=120)
+        """`git apply` the test patch (its files are already as in the base commit)."""
         if not inst.test_patch.strip():
             return True, ">>>>> No test patch"
         path = f"{SCRATCH}/test.patch"
         await box.write_file(
             path, inst.test_patch if inst.test_patch.endswith("\n") else inst.test_patch + "\n"
         )
-        res = await box.exec(f"{git} apply -v {path}", timeout=120)
+        res = await box.exec(f"{GIT} apply -v {path}", timeout=120)
         head = ">>>>> Applied Test Patch" if res.ok else ">>>>> Test Patch Apply Failed"
         return res.ok, f"{head}\n{res.output.strip()}"
 

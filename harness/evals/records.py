@@ -125,6 +125,12 @@ class SolveRecord:
     model: str = ""
     stage_s: Mapping[str, float] = field(default_factory=dict)  # the solve's own stages
     speculation: Mapping[str, Any] | None = None  # draft/target counters (SpecStats.to_json)
+    # Per trajectory in sampling order: the candidate id its patch is graded under ("" none)
+    samples: tuple[str, ...] = ()
+    # Tool-call timings read from the solve's logs (toolgaps.py): sandbox exec seconds per
+    # stage, and per tool hint the seconds between a reply and the program's next request
+    exec_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    gap_s: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     unpriced: tuple[str, ...] = ()  # the API models without a price that it called
 
     def to_json(self) -> dict[str, Any]:
@@ -145,8 +151,15 @@ class SolveRecord:
             model=str(data.get("model", "")),
             stage_s={str(k): float(v) for k, v in (data.get("stage_s") or {}).items()},
             speculation=data.get("speculation") or None,
+            samples=tuple(str(c) for c in data.get("samples") or ()),
+            exec_s=_series(data.get("exec_s")),
+            gap_s=_series(data.get("gap_s")),
             unpriced=tuple(str(m) for m in data.get("unpriced") or ()),
         )
+
+
+def _series(data: Any) -> dict[str, tuple[float, ...]]:
+    return {str(k): tuple(float(x) for x in v) for k, v in (data or {}).items()}
 
 
 def unpriced_models(solves: Iterable[SolveRecord]) -> tuple[str, ...]:

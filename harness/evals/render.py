@@ -77,12 +77,13 @@ def markdown(r: Report) -> str:
         lines += [
             "## Scaling with the number of samples",
             "",
-            "coverage@k: chance that k samples include a resolving one (unbiased pass@k); "
-            "voted@k: resolved rate when the most-voted of the first k samples is picked.",
+            "Over every subset of k of an instance's samples (exact averages, the unbiased "
+            "estimator): coverage@k, the chance that one of them resolves (pass@k); "
+            "selected@k, the chance that the most-voted of their patches resolves.",
             "",
-            "| samples | coverage@k | voted@k |",
+            "| samples | coverage@k | selected@k |",
             "|---:|---:|---:|",
-            *(f"| {p.samples} | {_pct(p.coverage)} | {_pct(p.voted)} |" for p in r.scaling),
+            *(f"| {p.samples} | {_pct(p.coverage)} | {_pct(p.selected)} |" for p in r.scaling),
             "",
         ]
     if r.speculation:
@@ -132,7 +133,7 @@ def plots(r: Report, folder: Path) -> list[Path]:
     ax = fig.add_subplot()
     ks = [p.samples for p in r.scaling]
     ax.plot(ks, [100 * p.coverage for p in r.scaling], "o-", label="coverage@k")
-    ax.plot(ks, [100 * p.voted for p in r.scaling], "s-", label="voted@k")
+    ax.plot(ks, [100 * p.selected for p in r.scaling], "s-", label="selected@k")
     ax.axhline(100 * r.rate(r.resolved), color="gray", ls="--", label="final (resolved)")
     ax.set(xlabel="samples per instance", ylabel="% of instances", ylim=(0, 100))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -33,8 +33,8 @@ STAGES = ("env_image", "checkout", "apply", "tests")
 class InstanceRow:
     instance_id: str
     status: str  # the final patch's grade status ("not graded" when none was recorded)
-    samples: int  # graded candidates (the final patch counts as one when there are none)
-    resolving: int  # how many of them resolve it
+    samples: int  # trajectories (distinct candidates for solvers that do not say; else 1)
+    resolving: int  # how many of them produced a patch that resolves it
     tokens: int = 0
     cost_usd: float | None = 0.0  # None: unknown (an API model without a price)
     solve_s: float = 0.0
@@ -43,8 +43,17 @@ class InstanceRow:
 @dataclass(frozen=True)
 class ScalingPoint:
     samples: int
-    coverage: float  # P(at least one of k random samples resolves), averaged (pass@k)
-    voted: float  # resolved rate when the most-voted of the first k samples is picked
+    coverage: float  # P(k random samples include one that resolves), averaged (pass@k)
+    selected: float  # P(the most-voted patch of k random samples resolves), averaged
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One trajectory's outcome for the scaling curve: whether its patch resolves the
+    instance and its patch's place in the vote ranking (None: no usable patch)."""
+
+    resolves: bool
+    rank: int | None
 
 
 @dataclass(frozen=True)
@@ -88,25 +97,66 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - comb(n - c, k) / comb(n, k)
 
 
-def scaling_curve(samples: Sequence[Sequence[tuple[bool, int]]]) -> tuple[ScalingPoint, ...]:
-    """samples[i] = (resolves, votes) of instance i's candidates in sampling order."""
-    if not samples:
+def selected_at_k(samples: Sequence[Sample], k: int) -> float:
+    """Exact expectation, over the C(n, k) subsets of k samples, that the best-ranked patch
+    among them resolves (a subset with no patch picks nothing). Samples sharing a patch
+    share its rank; a patch p is the pick when the subset holds one of its m samples and
+    none of the b samples ranked above it: (C(n - b, k) - C(n - b - m, k)) / C(n, k)."""
+    n = len(samples)
+    if not n or k < 1:
+        return 0.0
+    k = min(k, n)
+    ranked = sorted({s.rank for s in samples if s.rank is not None})
+    total = 0.0
+    above = 0
+    for rank in ranked:
+        mine = [s for s in samples if s.rank == rank]
+        if mine[0].resolves:
+            total += (comb(n - above, k) - comb(n - above - len(mine), k)) / comb(n, k)
+        above += len(mine)
+    return total
+
+
+def scaling_curve(instances: Sequence[Sequence[Sample]]) -> tuple[ScalingPoint, ...]:
+    """coverage@k and selected@k for k = 1..N (N = the most samples any instance has),
+    each the exact average over every subset of k of an instance's n samples (the unbiased
+    estimator, so the curve does not depend on the order samples finished in), then over
+    instances; an instance with n < k counts with all n."""
+    if not instances:
         return ()
-    most = max((len(s) for s in samples), default=0)
+    most = max((len(s) for s in instances), default=0)
     points = []
     for k in range(1, most + 1):
-        cov = vote = 0.0
-        for cands in samples:
-            if not cands:
+        cov = sel = 0.0
+        for samples in instances:
+            if not samples:
                 continue
-            n = len(cands)
-            c = sum(1 for ok, _ in cands if ok)
+            n = len(samples)
+            c = sum(1 for s in samples if s.resolves)
             cov += pass_at_k(n, c, min(k, n))
-            prefix = cands[: min(k, n)]
-            best = max(range(len(prefix)), key=lambda j: (prefix[j][1], -j))
-            vote += 1.0 if prefix[best][0] else 0.0
-        points.append(ScalingPoint(k, cov / len(samples), vote / len(samples)))
+            sel += selected_at_k(samples, k)
+        points.append(ScalingPoint(k, cov / len(instances), sel / len(instances)))
     return tuple(points)
+
+
+def instance_samples(solve: SolveRecord | None, grades: Mapping[str, GradeResult]) -> list[Sample]:
+    """The samples of one instance, in sampling order. `solve.samples` names the candidate
+    each trajectory's patch is graded under ("" for none); records without it (other
+    solvers, older runs) count each distinct candidate as one sample."""
+    if solve is None or not solve.candidates:
+        final = grades.get("final")
+        return [Sample(final.resolved, 0)] if final is not None else []
+    order = sorted(range(len(solve.candidates)), key=lambda i: (-solve.candidates[i].votes, i))
+    rank = {solve.candidates[i].candidate_id: r for r, i in enumerate(order)}
+
+    def sample(cand_id: str) -> Sample:
+        graded = grades.get(cand_id)
+        ok = graded is not None and graded.resolved
+        return Sample(ok, rank.get(cand_id)) if cand_id else Sample(False, None)
+
+    if solve.samples:
+        return [sample(c) for c in solve.samples]
+    return [sample(c.candidate_id) for c in solve.candidates]
 
 
 def load_report(run_dir: Path) -> Report:
@@ -139,7 +189,7 @@ def build_report(
         by_instance.setdefault(g.instance_id, {})[g.candidate_id] = g
     ids = list(dict.fromkeys([*meta.get("instances", []), *by_instance, *solves]))
     rows: list[InstanceRow] = []
-    samples: list[list[tuple[bool, int]]] = []
+    samples: list[list[Sample]] = []
     stage_s: dict[str, float] = {}
     for g in grades:
         for stage, secs in g.timings.items():
@@ -148,14 +198,8 @@ def build_report(
         mine = by_instance.get(ident, {})
         final = mine.get("final")
         solve = solves.get(ident)
-        cands: list[tuple[bool, int]] = []
-        if solve is not None and solve.candidates:
-            for c in solve.candidates:
-                graded = mine.get(c.candidate_id)
-                cands.append((graded is not None and graded.resolved, c.votes))
-        elif final is not None:
-            cands.append((final.resolved, 0))
-        resolving = sum(1 for ok, _ in cands if ok) or int(final is not None and final.resolved)
+        cands = instance_samples(solve, mine)
+        resolving = sum(1 for s in cands if s.resolves) or int(final is not None and final.resolved)
         samples.append(cands)
         rows.append(
             InstanceRow(

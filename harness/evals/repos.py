@@ -6,6 +6,7 @@ in: a local path (used in place, never copied) or a URL (cloned into the cache l
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from harness.evals.locks import host_lock
 from harness.sandboxes.checkout import cached_checkout, git, resolve_commit
 
 GITHUB = "https://github.com/{owner}/{name}.git"
+_UNREADABLE = re.compile(r"unable to read ([0-9a-f]{40})")
 
 
 def _is_url(location: str) -> bool:
@@ -58,7 +60,24 @@ class RepoCache:
         """A work tree of `repo` at `commit` (shallow: no history after it), cached."""
         source = await self.local(repo, [commit])
         full = await resolve_commit(source, commit)
-        return await cached_checkout(source, full, self.cache_dir)
+        try:
+            return await cached_checkout(source, full, self.cache_dir)
+        except RepoError as exc:
+            missing = _UNREADABLE.search(exc.message)
+            if missing is None:
+                raise
+            # The commit is there but not every object of its tree: a partial mirror (one
+            # that leaves out large files) cannot give this commit's work tree.
+            blob = missing.group(1)
+            listing = await git("ls-tree", "-r", full, cwd=source, check=False)
+            paths = [ln.split("\t", 1)[1] for ln in listing.splitlines() if blob in ln]
+            what = f"object {blob}" + (f" ({paths[0]})" if paths else "")
+            raise RepoError(
+                f"{repo}: the repository at {source} lacks {what} of commit "
+                f"{full[:12]}'s tree (an incomplete mirror)",
+                hint="complete the mirror (`git fetch` from the origin, or clone it again "
+                "without size limits)",
+            ) from None
 
     async def _check(self, repo: str, path: Path, commits: Sequence[str]) -> None:
         for commit in commits:

@@ -11,6 +11,7 @@ other repositories register their own spec (`SpecRegistry.register`, or a JSON/Y
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,27 @@ from harness.errors import ConfigError
 # Debian suites and the CPython each ships: the only Pythons we can install without a registry.
 DEBIAN_PYTHONS: dict[str, str] = {"3.9": "bullseye", "3.11": "bookworm", "3.13": "trixie"}
 SWEBENCH_SOURCE = "swebench {version}: harness.constants.MAP_REPO_VERSION_TO_SPECS"
+# Dependencies the swebench specs leave open resolve to today's releases, not to what
+# SWE-bench's images (built in 2024) got; these are the ones that since broke a repository,
+# each with why. They join the swebench spec as pip constraints (every pip run in the image).
+DRIFT_CONSTRAINTS: dict[str, tuple[str, ...]] = {
+    # docutils 0.22 (2025) dropped docutils.utils.roman, which sphinx's LaTeX writer imports
+    # at import time of sphinx.testing: every sphinx test errors before it runs.
+    "sphinx-doc/sphinx": ("docutils<0.22",),
+    # xarray < 0.17 fetches setuptools_scm through setup_requires: today's needs packaging
+    # >= 26.2, against the spec's packaging==23.1 pin (ResolutionImpossible at egg_info).
+    "pydata/xarray": ("setuptools_scm<9",),
+}
+# Pins of a swebench spec that the Python we substitute cannot install (Debian has no 3.10,
+# so xarray 0.12 runs on 3.11), each replaced by the nearest release that installs, with why.
+SUBSTITUTED_PINS: dict[tuple[str, str], dict[str, str]] = {
+    # pandas 1.5.3 on Python 3.11 requires numpy >= 1.23.2 (ResolutionImpossible with 1.23.0).
+    ("pydata/xarray", "0.12"): {"numpy==1.23.0": "numpy==1.23.2"},
+}
+# Specs whose unpinned conda list must resolve against the spec's own pins. Installed freely
+# first, it takes today's releases (zarr 3 needs numpy >= 1.25), which the pins then break
+# by downgrading numpy under them ("module 'numpy' has no attribute 'dtypes'" at collection).
+PINS_CONSTRAIN: frozenset[tuple[str, str]] = frozenset({("pydata/xarray", "0.12")})
 Parser = Callable[[str], dict[str, str]]
 
 
@@ -40,6 +62,8 @@ class EnvSpec:
     directive_style: str = ""  # "django" turns test files into module names
     reqs_paths: tuple[str, ...] = ()
     env_yml_paths: tuple[str, ...] = ()
+    # pip constraints for every pip run of the image (PIP_CONSTRAINT); see DRIFT_CONSTRAINTS
+    constraints: tuple[str, ...] = ()
     source: str = ""  # where the spec came from
 
     @classmethod
@@ -62,6 +86,7 @@ class EnvSpec:
             directive_style=str(data.get("directive_style") or ""),
             reqs_paths=strings("reqs_paths"),
             env_yml_paths=strings("env_yml_paths"),
+            constraints=strings("constraints"),
             source=str(data.get("source") or source),
         )
 
@@ -161,6 +186,11 @@ def swebench_spec(repo: str, version: str) -> EnvSpec | None:
     data["env_yml_paths"] = constants.MAP_REPO_TO_ENV_YML_PATHS.get(repo, ())
     if repo == "django/django":
         data["directive_style"] = "django"
+    swaps = SUBSTITUTED_PINS.get((repo, version), {})
+    data["pip_packages"] = [swaps.get(p, p) for p in data.get("pip_packages") or ()]
+    data["constraints"] = list(DRIFT_CONSTRAINTS.get(repo, ()))
+    if (repo, version) in PINS_CONSTRAIN:
+        data["constraints"] += data["pip_packages"]
     install = constants.MAP_REPO_TO_INSTALL.get(repo)
     if install:  # a repo-wide step swebench runs before the per-version pre_install
         data["pre_install"] = [install, *(data.get("pre_install") or ())]
@@ -184,22 +214,22 @@ def pip_requirements(packages: str) -> list[str]:
     return out
 
 
+# Conda package names whose PyPI distribution is called otherwise.
+CONDA_NAMES = {"matplotlib-base": "matplotlib", "pytables": "tables", "iris": "scitools-iris"}
+
+
 def conda_to_pip(item: str) -> list[str]:
     item = item.strip()
-    if not item or item.split("=")[0].split("<")[0].split(">")[0] in ("python", "pip"):
+    name = re.split(r"[=<>!~ ]", item, maxsplit=1)[0]
+    if not item or name in ("python", "pip"):
         return []
+    if name in CONDA_NAMES:
+        item = CONDA_NAMES[name] + item[len(name) :]
     if "=" in item and not any(op in item for op in ("==", ">=", "<=", "!=", "~=")):
         name, _, version = item.partition("=")
         version = version.split("=")[0]  # drop a conda build string
         return [f"{name}=={version}" if version.count(".") >= 2 else f"{name}=={version}.*"]
     return [item]
-
-
-def modified_test_files(test_patch: str) -> list[str]:
-    """Files the test patch changes that exist before it (swebench's get_modified_files)."""
-    from swebench.harness.utils import get_modified_files
-
-    return list(get_modified_files(test_patch))
 
 
 @dataclass(frozen=True)

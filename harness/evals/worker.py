@@ -11,7 +11,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -23,6 +23,7 @@ from harness.evals.records import CandidateRecord, GradeResult, GradeStatus, Sol
 from harness.evals.repos import RepoCache
 from harness.evals.specs import SpecRegistry
 from harness.evals.tasks import instance_task
+from harness.evals.toolgaps import tool_times
 from harness.sandboxes import SandboxBackend, make_backend
 from harness.types import Solver, SolveResult
 
@@ -55,6 +56,20 @@ class GradeJob:
     patch: str
     candidate_id: str = "final"
     model: str = ""
+    run_empty: bool = False  # run the tests even when the patch is empty (validation)
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    """Remove the environment images of (repo, version) this worker built or used."""
+
+    repo: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,8 +78,8 @@ class SolveOutcome:
     failure: GradeResult | None = None  # why the instance cannot be graded, when it cannot
 
 
-Job = SolveJob | GradeJob
-JobResult = SolveOutcome | GradeOutcome
+Job = SolveJob | GradeJob | PruneJob
+JobResult = SolveOutcome | GradeOutcome | PruneOutcome
 
 
 class Worker:
@@ -100,9 +115,18 @@ class Worker:
         """Run a job; failures become records, never exceptions (the batch goes on)."""
         if isinstance(job, SolveJob):
             return await self.solve(job)
+        if isinstance(job, PruneJob):
+            try:
+                return PruneOutcome(tuple(await self.images.remove(job.repo, job.version)))
+            except Exception as exc:  # the engine went away: say so, go on
+                return PruneOutcome((f"nothing removed: {exc!r}"[:300],))
         try:
             return await self.grader().grade(
-                job.instance, job.patch, candidate_id=job.candidate_id, model=job.model
+                job.instance,
+                job.patch,
+                candidate_id=job.candidate_id,
+                model=job.model,
+                run_empty=job.run_empty,
             )
         except Exception as exc:  # a bug or an unforeseen failure: record it, go on
             result = GradeResult(
@@ -159,7 +183,15 @@ class Worker:
             )
             return SolveOutcome(record)
         duration = result.duration_s or (time.monotonic() - start)
-        return SolveOutcome(solve_record(inst.instance_id, result, model, duration))
+        record = solve_record(inst.instance_id, result, model, duration)
+        execs, gaps = tool_times(Path(result.run_dir))
+        return SolveOutcome(
+            replace(
+                record,
+                exec_s={k: tuple(v) for k, v in execs.items()},
+                gap_s={k: tuple(v) for k, v in gaps.items()},
+            )
+        )
 
 
 def solve_record(
@@ -190,5 +222,6 @@ def solve_record(
         model=model,
         stage_s=dict(result.stage_s),
         speculation=result.speculation,
+        samples=tuple(result.samples),
         unpriced=result.unpriced,
     )

@@ -69,8 +69,10 @@ async def test_run_grades_every_candidate_once_per_distinct_patch(tmp_path: Path
     assert (report.total, report.resolved, report.covered) == (3, 2, 2)
     assert report.selection_accuracy == 1.0
     assert report.tokens == 2000 and report.statuses == {"resolved": 2, "unknown_instance": 1}
-    # voted@1 picks s0 (the wrong one, first sampled); coverage@3 is every instance solved
-    assert report.scaling[0].voted == 0.0 and report.scaling[2].coverage == pytest.approx(2 / 3)
+    # This solver names no samples: each of its 3 candidates counts as one (2 resolve).
+    # selected@1 = 2/3 per solved instance; at k = 3 the most-voted (right) one is picked.
+    assert report.scaling[0].selected == pytest.approx(4 / 9)
+    assert report.scaling[2].selected == report.scaling[2].coverage == pytest.approx(2 / 3)
 
 
 async def test_resume_does_not_redo_finished_work(tmp_path: Path) -> None:

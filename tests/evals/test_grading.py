@@ -25,6 +25,7 @@ from tests.evals.conftest import (
     Project,
     env_options,
     make_project,
+    patch_text,
 )
 from tests.sandboxes.conftest import skip_unless_available
 
@@ -182,3 +183,109 @@ def test_commits_are_the_same_every_run(tmp_path: Path) -> None:
         a["base_commit"] == b["base_commit"]
         and a["environment_setup_commit"] == (b["environment_setup_commit"])
     )
+
+
+LAYOUT_TEST = patch_text(
+    "diff --git a/tests/test_layout.py b/tests/test_layout.py",
+    "new file mode 100644",
+    "--- /dev/null",
+    "+++ b/tests/test_layout.py",
+    "@@ -0,0 +1,9 @@",
+    "+import os",
+    "+import sys",
+    "+",
+    "+import calc",
+    "+",
+    "+",
+    "+def test_source_tree_is_on_sys_path():",
+    "+    root = os.path.dirname(os.path.dirname(os.path.abspath(calc.__file__)))",
+    "+    assert root in [os.path.abspath(p) for p in sys.path]",
+)
+
+
+async def test_editable_installs_put_the_source_tree_on_sys_path(
+    project: Project, inst: Instance, cache_dir: Path, backend: object
+) -> None:
+    # Issue 14.1: pylint loads its checkers by mapping files to modules through sys.path
+    # (astroid's modpath_from_file). `calc` has a flat layout, for which setuptools' PEP 660
+    # default is an import hook that leaves the tree off sys.path; the image build (isolated,
+    # newest setuptools) and the grading re-install (the prefix's setuptools) both make one.
+    layout = dataclasses.replace(
+        inst,
+        test_patch=inst.test_patch + LAYOUT_TEST,
+        fail_to_pass=(*inst.fail_to_pass, "tests/test_layout.py::test_source_tree_is_on_sys_path"),
+    )
+    out = await grader_for(project, cache_dir, backend).grade(layout, GOLD)
+    log = out.files["eval.log"]
+    assert out.result.status == "resolved", log
+    assert "PASSED tests/test_layout.py::test_source_tree_is_on_sys_path" in log
+    assert "editable" in log  # the re-install before the tests made an editable install
+
+
+LINKED_TEST = patch_text(
+    "diff --git a/tests/test_linked.py b/tests/test_linked.py",
+    "new file mode 100644",
+    "--- /dev/null",
+    "+++ b/tests/test_linked.py",
+    "@@ -0,0 +1,16 @@",
+    "+import os",
+    "+import subprocess",
+    "+import sys",
+    "+import tempfile",
+    "+",
+    "+import pytest",
+    "+",
+    "+",
+    "+def test_a_linked_interpreter_is_the_same_environment():",
+    "+    bindir = os.path.join(tempfile.mkdtemp(), 'bin')",
+    "+    os.makedirs(bindir)",
+    "+    os.symlink(sys.executable, os.path.join(bindir, 'python'))",
+    "+    code = 'import sys, pytest; print(sys.prefix); print(pytest.__file__)'",
+    "+    run = [os.path.join(bindir, 'python'), '-c', code]",
+    "+    out = subprocess.run(run, capture_output=True, text=True).stdout.split()",
+    "+    assert out == [sys.prefix, pytest.__file__]",
+)
+
+
+async def test_a_linked_interpreter_keeps_the_environments_packages(
+    project: Project, inst: Instance, cache_dir: Path, backend: object
+) -> None:
+    # tox --current-env (sphinx's test command) runs the tests with a symlink to the
+    # environment's interpreter in .tox/<env>/bin. From a venv, that link started Debian's
+    # bare Python (a venv is found from the path it was started by): sphinx's tests could
+    # not import docutils. The environment is a prefix of its own, found through any link.
+    linked = dataclasses.replace(
+        inst,
+        test_patch=inst.test_patch + LINKED_TEST,
+        fail_to_pass=(
+            *inst.fail_to_pass,
+            "tests/test_linked.py::test_a_linked_interpreter_is_the_same_environment",
+        ),
+    )
+    out = await grader_for(project, cache_dir, backend).grade(linked, GOLD)
+    log = out.files["eval.log"]
+    assert out.result.status == "resolved", log
+    assert "PASSED tests/test_linked.py::test_a_linked_interpreter_is_the_same_environment" in log
+
+
+async def test_a_setup_py_develop_install_is_importable_from_outside_the_tree(
+    project: Project, inst: Instance, cache_dir: Path, backend: object
+) -> None:
+    # Projects without a pyproject.toml (sphinx 3.x, old sympy) install through pip's legacy
+    # `setup.py develop`, whose .pth goes to setuptools' scheme (lib/pythonX.Y/site-packages),
+    # not pip's. `pytest` started by its console script does not put the tree on sys.path,
+    # so `from calc import mul` in tests/ only works if that .pth is read: before the
+    # prefix's two package directories were one, every such test failed to import.
+    legacy = {
+        **SPEC,
+        "python": "3.9",  # bullseye's: Debian's 3.9 keeps setuptools off its prefix scheme
+        "install": "rm -f pyproject.toml"
+        ' && printf \'from setuptools import setup\\nsetup(name="calc", version="1.0")\\n\''
+        " > setup.py && python -m pip install -e .",
+    }
+    specs = SpecRegistry()
+    specs.register(REPO, VERSION, EnvSpec.from_mapping(legacy, source="tests"))
+    out = await grader_for(project, cache_dir, backend, specs=specs).grade(inst, GOLD)
+    log = out.files["eval.log"]
+    assert "setup.py develop" in log  # the legacy mode ran, not a PEP 660 build
+    assert out.result.status == "resolved", log

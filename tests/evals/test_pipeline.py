@@ -86,3 +86,13 @@ def test_solve_an_instance_then_eval_run_resolves_it(tmp_path: Path, project: Pr
     run_meta = json.loads((out / "run.json").read_text())
     assert run_meta["solver"].startswith("harness pipeline (script:")
     assert "resolved 1/1 (100.0%) · coverage 1/1" in proc.stdout
+    # The solve record keeps each sample's candidate and the measured tool-call timings.
+    (solve,) = [json.loads(line) for line in (out / "solves.jsonl").read_text().splitlines()]
+    assert len(solve["samples"]) == 2 and set(solve["samples"]) <= {
+        c["candidate_id"] for c in solve["candidates"]
+    }
+    assert {"testing", "editing", "voting"} <= set(solve["exec_s"])
+    assert all(0 < s < 120 for v in solve["exec_s"].values() for s in v)
+    assert {"run_test", "edit_and_test"} <= set(solve["gap_s"])
+    # A gap covers the exec that follows the turn: at least the script's own run time.
+    assert max(solve["gap_s"]["run_test"]) >= min(solve["exec_s"]["testing"])

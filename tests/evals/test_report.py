@@ -11,7 +11,7 @@ from harness.errors import ConfigError
 from harness.evals.batch import GRADES, RUN_JSON, SOLVES
 from harness.evals.records import CandidateRecord, GradeResult, SolveRecord
 from harness.evals.render import write_report
-from harness.evals.report import load_report, pass_at_k, scaling_curve
+from harness.evals.report import Sample, load_report, pass_at_k, scaling_curve, selected_at_k
 from harness.store import append_jsonl, read_jsonl
 
 
@@ -23,10 +23,58 @@ def test_pass_at_k() -> None:
     assert pass_at_k(4, 2, 3) == 1.0  # any 3 of 4 include one of the 2 good ones
 
 
-def test_scaling_curve() -> None:
-    # instance a: the good sample is second with the most votes; b: none good
-    curve = scaling_curve([[(False, 1), (True, 5)], [(False, 0), (False, 0)]])
-    assert [(p.samples, p.coverage, p.voted) for p in curve] == [(1, 0.25, 0.0), (2, 0.5, 0.5)]
+def test_scaling_curve_averages_over_every_subset_of_samples() -> None:
+    # a: the resolving sample is second and its patch has the most votes; b: none resolves
+    a = [Sample(False, 1), Sample(True, 0)]
+    b = [Sample(False, 0), Sample(False, None)]
+    curve = scaling_curve([a, b])
+    assert [(p.samples, p.coverage, p.selected) for p in curve] == [
+        (1, 0.25, 0.25),
+        (2, 0.5, 0.5),
+    ]
+
+
+def test_selected_at_k_is_the_exact_expectation_over_subsets() -> None:
+    from itertools import combinations
+
+    # Two samples share the rank-1 patch; the last one left no patch (never picked).
+    samples = [Sample(False, 2), Sample(True, 1), Sample(False, 0), Sample(True, 1)]
+    samples.append(Sample(False, None))
+    for k in range(1, 6):
+        subsets = list(combinations(samples, k))
+        picked = 0
+        for sub in subsets:
+            ranks = [(s.rank, s.resolves) for s in sub if s.rank is not None]
+            picked += bool(ranks) and min(ranks)[1]
+        assert selected_at_k(samples, k) == pytest.approx(picked / len(subsets))
+
+
+def test_the_curve_follows_samples_not_the_ranked_candidate_list(tmp_path: Path) -> None:
+    # Issue 14.6: four samples, sample-00 wrong, 01-03 the same right patch (one candidate,
+    # ranked first by votes). The candidate list has two entries; the samples are four.
+    run = tmp_path / "run"
+    run.mkdir()
+    cands = (
+        CandidateRecord("sample-01", "right", votes=3, selected=True),
+        CandidateRecord("sample-00", "wrong", votes=0),
+    )
+    samples = ("sample-00", "sample-01", "sample-01", "sample-01")
+    record = SolveRecord("a", "patched", "right", cands, samples=samples)
+    append_jsonl(run / SOLVES, record.to_json())
+    for cand, ok in (("final", True), ("sample-01", True), ("sample-00", False)):
+        status = "resolved" if ok else "unresolved"
+        append_jsonl(run / GRADES, GradeResult("a", status, cand).to_json())
+    report = load_report(run)
+    assert [p.samples for p in report.scaling] == [1, 2, 3, 4]
+    assert [p.coverage for p in report.scaling] == pytest.approx([0.75, 1, 1, 1])
+    assert [p.selected for p in report.scaling] == pytest.approx([0.75, 1, 1, 1])
+    assert report.instances[0].samples == 4 and report.instances[0].resolving == 3
+    # A trajectory that left no patch counts as a sample that does not resolve.
+    dropped = SolveRecord("a", "patched", "right", cands, samples=("", *samples[1:]))
+    append_jsonl(run / SOLVES, dropped.to_json())
+    report = load_report(run)
+    assert [p.coverage for p in report.scaling][:2] == pytest.approx([0.75, 1])
+    assert report.scaling[0].selected == pytest.approx(0.75)
 
 
 def write_run(run: Path) -> None:

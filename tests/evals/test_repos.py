@@ -48,3 +48,24 @@ async def test_url_template_clones_once_and_fetches_new_commits(tmp_path: Path) 
     assert await cache.local("harness-tests/calc", [newer]) == clone
     with pytest.raises(RepoError, match="could not clone o/n"):
         await RepoCache(tmp_path / "c2", "file:///nonexistent/{owner}/{name}").local("o/n", ["x"])
+
+
+async def test_a_mirror_missing_a_blob_is_named_incomplete(tmp_path: Path) -> None:
+    # Mirrors that leave out large files (astropy's IERS tables here) hold the commit but
+    # not its whole tree: the checkout fails and says which object is missing, and why.
+    project = make_project(tmp_path)
+    base = project.records[0]["base_commit"]
+    blob = subprocess.run(
+        ["git", "rev-parse", f"{base}:calc/__init__.py"],
+        cwd=project.repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (project.repo / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    cache = RepoCache(tmp_path / "cache", project.mirror)
+    with pytest.raises(
+        RepoError, match=rf"lacks object {blob} \(calc/__init__.py\).*incomplete"
+    ) as info:
+        await cache.checkout("harness-tests/calc", base)
+    assert info.value.hint and "complete the mirror" in info.value.hint

@@ -45,6 +45,12 @@ def test_swebench_specs_are_read_not_retyped() -> None:
     assert django.directive_style == "django"
     assert any("locale-gen" in c for c in django.eval_commands)
     assert reg.get("psf/requests", "99.0") is None
+    xarray = reg.get("pydata/xarray", "0.12")  # pinned for 3.10, run on 3.11: one pin moves
+    assert xarray is not None and "numpy==1.23.2" in xarray.pip_packages
+    assert "numpy==1.23.0" not in xarray.pip_packages and "pandas==1.5.3" in xarray.pip_packages
+    assert set(xarray.pip_packages) <= set(xarray.constraints)  # environment.yml obeys them
+    assert "setuptools_scm<9" in xarray.constraints
+    assert requests.constraints == ()
     assert reg.get("someone/else", "1.0") is None
 
 
@@ -179,3 +185,17 @@ def test_official_image_names() -> None:
         official_image("django__django-11099")
         == "swebench/sweb.eval.x86_64.django_1776_django-11099:latest"
     )
+
+
+def test_conda_lists_install_best_effort_and_requirement_files_strictly() -> None:
+    def install_line(packages: str) -> str:
+        spec = EnvSpec(python="3.9", packages=packages, test_cmd=("t",))
+        text = env_dockerfile("b", spec, key="k", has_reqs=True, version="")
+        return next(line for line in text.splitlines() if "pip install -r" in line)
+
+    strict = install_line("requirements.txt")
+    assert strict == "RUN python -m pip install -r /opt/harness/requirements.txt"
+    for conda in ("environment.yml", "numpy=1.19 cdms2"):
+        line = install_line(conda)
+        assert "|| (" in line and "skipped.txt" in line  # one by one, skipping what pip lacks
+    assert conda_to_pip("matplotlib-base=3.3") == ["matplotlib==3.3.*"]

@@ -20,6 +20,9 @@ SPEC = aw.WorkloadSpec(
     pause_scale=0.05,
     vocab=300,
     seed=1,
+    # The engine properties below are checked on a fixed tool model, not on whatever
+    # results/tool_gaps.json holds (re-measuring it must not change this test).
+    tools=tuple((name, median, sigma, 1) for name, (median, sigma) in aw.FALLBACK_TOOLS.items()),
 )
 
 
@@ -96,3 +99,15 @@ def replace_spec(**kw: Any) -> aw.WorkloadSpec:
     from dataclasses import replace
 
     return replace(SPEC, **kw)
+
+
+def test_the_default_tool_pauses_are_the_measured_gaps() -> None:
+    import json
+
+    data = json.loads(aw.GAPS_JSON.read_text())["tools"]
+    assert set(aw.TOOLS) == set(data) and aw.TOOLS_SOURCE.startswith("measured")
+    for name, (median, sigma) in aw.TOOLS.items():
+        assert (median, sigma) == (data[name]["median_s"], data[name]["lognormal_sigma"])
+    programs = aw.generate(aw.WorkloadSpec(programs=20, turns=4, seed=3))
+    used = {t.tool for p in programs for t in p.turns if t.tool}
+    assert used <= set(data) and used
