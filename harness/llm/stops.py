@@ -122,6 +122,7 @@ class Tokenizer(Protocol):
 
 
 MAX_HELD = 6  # tokens: a UTF-8 character has at most 4 bytes, a token at least one
+MAX_CHAR_TOKENS = 3  # tokens an incomplete (at most 3 of 4 bytes) character can span
 
 
 class IncrementalDetokenizer:
@@ -130,7 +131,8 @@ class IncrementalDetokenizer:
     The text of the ids since `read` is the decoding of `ids[prefix:]` minus that of
     `ids[prefix:read]` (the earlier tokens give context to decoders where a token's text depends
     on its neighbour); while it ends in an incomplete character nothing is released, for at
-    most MAX_HELD tokens (after that the bytes are invalid for good, and print as such).
+    most MAX_HELD tokens; after that, the text no later token can change is (invalid bytes
+    print as the decoder prints them, the last few tokens wait for the rest of a character).
     """
 
     def __init__(self, tokenizer: Tokenizer, *, skip_special_tokens: bool = True) -> None:
@@ -153,12 +155,36 @@ class IncrementalDetokenizer:
         )
         after = self._decode(self.ids[self._prefix :])
         held = len(self.ids) - self._read
-        if len(after) <= len(before) or (after.endswith(_REPLACEMENT) and held < MAX_HELD):
+        if len(after) <= len(before):
             return ""
+        end = len(self.ids)
+        if after.endswith(_REPLACEMENT):
+            if held < MAX_HELD:
+                return ""
+            # Held long enough: bytes before the last few tokens are invalid for good, but
+            # those tokens may still begin a character. Release what is final, keep the rest.
+            found = self._final_prefix(before, after)
+            if found is None:
+                return ""
+            end, after = found
         delta = after[len(before) :]
-        self._prefix, self._read = self._read, len(self.ids)
+        self._prefix, self._read = self._read, end
         self.text += delta
         return delta
+
+    def _final_prefix(self, before: str, after: str) -> tuple[int, str] | None:
+        """(end, text) of the most new tokens whose text no later token can change: ending in
+        a complete character, or else all but the last MAX_CHAR_TOKENS (a character spans at
+        most 4 bytes, so later bytes only join those) when that text agrees with `after`."""
+        held = len(self.ids) - self._read
+        for cut in range(1, min(MAX_CHAR_TOKENS, held - 1) + 1):
+            end = len(self.ids) - cut
+            text = self._decode(self.ids[self._prefix : end])
+            if len(text) > len(before) and not text.endswith(_REPLACEMENT):
+                return end, text
+            if cut == MAX_CHAR_TOKENS and len(text) > len(before) and after.startswith(text):
+                return end, text
+        return None
 
     def flush(self) -> str:
         """What an incomplete last character held back (as the decoder prints it)."""

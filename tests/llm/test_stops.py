@@ -6,7 +6,7 @@ import functools
 import itertools
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from harness.llm.stops import (
@@ -92,6 +92,9 @@ byte_ids = st.lists(st.integers(0, 255), max_size=60)
 
 @settings(max_examples=200, deadline=None)
 @given(ids=byte_ids, cuts=st.lists(st.integers(1, 5), min_size=1, max_size=30))
+# An invalid byte held with a character that begins in the last token (found by hypothesis):
+# the held text is released, the beginning of the character is kept.
+@example(ids=[0, 0, 0, 0, 0, 0, 94, 0, 0, 0, 126, 94], cuts=[4, 3])
 def test_incremental_detokenizing_adds_up_to_the_whole_decoding(
     ids: list[int], cuts: list[int]
 ) -> None:
